@@ -1,0 +1,3 @@
+from s3fsmpu.cli import entry
+
+entry()

@@ -1,0 +1,144 @@
+"""Frozen configuration of a mount and the parsers for sizes and durations.
+
+The CLI turns argv into these; everything below receives them ready-made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from s3fsmpu.upload.schedule import MAX_PART_SIZE, MIN_PART_SIZE, PartSchedule
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1000,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1000**2,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1000**3,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1000**4,
+    "tib": 1 << 40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """'5MiB', '8M', '16777216' -> bytes. K/M/G alone are binary, as in dd and s3fs."""
+    m = _SIZE_RE.match(text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 8MiB, 16M, 5242880)")
+    value = float(m.group(1)) * _UNITS[unit]
+    if value != int(value):
+        raise ValueError(f"not a whole number of bytes: {text!r}")
+    return int(value)
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '30s', '15m', '2h', '1d' -> seconds."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (examples: 30s, 15m, 2h, 1d)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "s3fsmpu")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str = ""  # "" or ends with "/"
+
+    @classmethod
+    def parse(cls, text: str) -> S3Location:
+        bucket, _, prefix = text.partition(":")
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9.\-_]{1,254}", bucket):
+            raise ValueError(f"not a bucket name: {bucket!r}")
+        prefix = prefix.strip("/")
+        return cls(bucket, prefix + "/" if prefix else "")
+
+    def __str__(self) -> str:
+        return f"{self.bucket}:{self.prefix}" if self.prefix else self.bucket
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Where S3 is and how requests behave; shared by `mount` and `uploads`."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "auto"
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    # boto3 worker threads; also the connection pool size
+    max_connections: int = 16
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    """Everything that rides on an upload."""
+
+    part_size: int = 8 << 20
+    concurrency: int = 8
+    max_memory: int = 256 << 20
+    checksum_algorithm: str | None = None  # None = no flexible checksum
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    sse_c_key: bytes | None = field(default=None, repr=False)
+    storage_class: str | None = None
+    requester_pays: bool = False
+    expected_bucket_owner: str | None = None
+    # attempts per part and per Complete, and the backoff ceiling
+    max_attempts: int = 6
+    backoff_base: float = 0.2
+    backoff_max: float = 5.0
+    # only for tests: lets parts be smaller than S3's 5 MiB
+    min_part_size: int = MIN_PART_SIZE
+
+    def schedule(self) -> PartSchedule:
+        return PartSchedule(self.part_size, min_part=self.min_part_size)
+
+    @property
+    def etags_are_md5(self) -> bool:
+        """S3 computes ETags as MD5 except under SSE-KMS and SSE-C."""
+        return self.sse != "aws:kms" and self.sse_c_key is None
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    location: S3Location
+    mountpoint: str
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    cache_dir: str = field(default_factory=default_cache_dir)
+    read_only: bool = False
+    allow_other: bool = False
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    # seconds the kernel and the mount may trust attributes and listings
+    attr_timeout: float = 1.0
+    read_ahead: int = 8 << 20
+
+
+def check_part_size(size: int) -> int:
+    if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
+        raise ValueError("--part-size must be between 5MiB and 5GiB")
+    return size

@@ -1,0 +1,678 @@
+"""S3Filesystem: the FUSE-agnostic core (namespace, attributes, handles).
+
+Everything the mount does lives here and is testable without a kernel:
+the pyfuse3 adapter only converts arguments and errors. Keys are
+PREFIX + path; a directory is a common prefix or a `dir/` marker object.
+Files being written in this mount are served from their upload session
+(one per inode, shared by all handles), so reads see what was written.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import trio
+
+from s3fsmpu import meta as metadata
+from s3fsmpu.config import MountConfig
+from s3fsmpu.errors import (
+    Exists,
+    InvalidArgument,
+    IsADirectory,
+    NameTooLong,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    ReadOnly,
+    S3Error,
+)
+from s3fsmpu.fs.inodes import ROOT_INODE, InodeTable, Kind, Node
+from s3fsmpu.fs.reader import Reader
+from s3fsmpu.store.base import Body, ObjectInfo, ObjectStore, WriteMeta
+from s3fsmpu.upload.driver import Uploader
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 1024
+MAX_NAME_BYTES = 255
+BLOCK_SIZE = 1 << 20  # st_blksize: cp and friends pick their write size from it
+
+
+@dataclass(frozen=True)
+class Attr:
+    inode: int
+    kind: Kind
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    blksize: int = BLOCK_SIZE
+
+    @property
+    def nlink(self) -> int:
+        return 2 if self.kind is Kind.DIR else 1
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    attr: Attr
+    next_id: int
+
+
+@dataclass
+class Handle:
+    node: Node
+    writable: bool
+    reader: Reader | None = None
+
+
+class DirHandle:
+    """A directory listing, fetched page by page as readdir asks for it."""
+
+    def __init__(self, fs: S3Filesystem, node: Node) -> None:
+        self.fs = fs
+        self.node = node
+        self.entries: list[tuple[str, Node]] = []
+        self._pages = fs._list_dir(node.path)
+        self._done = False
+        self._seen: set[str] = set()
+
+    async def entry(self, index: int) -> tuple[str, Node] | None:
+        while index >= len(self.entries) and not self._done:
+            try:
+                batch = await self._pages.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                self._add_local_pending()
+                break
+            for name, node in batch:
+                if name not in self._seen:
+                    self._seen.add(name)
+                    self.entries.append((name, node))
+        return self.entries[index] if index < len(self.entries) else None
+
+    def _add_local_pending(self) -> None:
+        """Files created in this mount and not yet in S3 are listed too."""
+        base = self.node.path + "/" if self.node.path else ""
+        for node in self.fs.inodes.nodes():
+            if node.writer is None or not node.path.startswith(base):
+                continue
+            name = node.path[len(base):]
+            if name and "/" not in name and name not in self._seen:
+                self._seen.add(name)
+                self.entries.append((name, node))
+
+
+class S3Filesystem:
+    def __init__(self, store: ObjectStore, config: MountConfig, uploader: Uploader | None) -> None:
+        self.store = store
+        self.config = config
+        self.uploader = uploader
+        self.prefix = config.location.prefix
+        self.inodes = InodeTable()
+        now = time.time_ns()
+        self.inodes.add_root(
+            Node(ROOT_INODE, "", Kind.DIR, mode=stat.S_IFDIR | config.dir_mode,
+                 uid=config.uid, gid=config.gid, mtime_ns=now, fetched_at=float("inf"))
+        )
+        self._handles: dict[int, Handle] = {}
+        self._dirs: dict[int, DirHandle] = {}
+        self._next_fh = 1
+
+    # ---- paths, keys, attributes ------------------------------------------
+    def _child_path(self, parent: Node, name: str) -> str:
+        if "/" in name or name in ("", ".", ".."):
+            raise InvalidArgument(f"bad name {name!r}")
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise NameTooLong(name)
+        path = f"{parent.path}/{name}" if parent.path else name
+        if len(self.key_of(path, dir=True).encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+            raise NameTooLong(path)
+        return path
+
+    def key_of(self, path: str, dir: bool = False) -> str:
+        key = self.prefix + path
+        return key + "/" if dir and path else key
+
+    def node(self, inode: int) -> Node:
+        node = self.inodes.get(inode)
+        if node is None:
+            raise NotFound(f"inode {inode}")
+        return node
+
+    def attr(self, node: Node) -> Attr:
+        size = node.writer.size if node.writer is not None else node.size
+        return Attr(node.inode, node.kind, size, node.mode, node.uid, node.gid, node.mtime_ns)
+
+    def _default_mode(self, kind: Kind) -> int:
+        if kind is Kind.DIR:
+            return stat.S_IFDIR | self.config.dir_mode
+        return stat.S_IFREG | self.config.file_mode
+
+    def _apply_info(self, node: Node, info: ObjectInfo) -> None:
+        """Attributes from a HEAD (metadata known) or a LIST entry (metadata unknown)."""
+        if info.metadata is None and node.metadata is not None and node.etag == info.etag:
+            node.fetched_at = time.monotonic()  # same object: what we know still holds
+            return
+        attrs = metadata.decode(
+            info.metadata,
+            default_mode=self._default_mode(node.kind),
+            uid=self.config.uid,
+            gid=self.config.gid,
+            last_modified_ns=int(info.last_modified * 1e9),
+        )
+        if node.kind is not Kind.DIR:
+            node.kind = Kind.SYMLINK if stat.S_ISLNK(attrs.mode) else Kind.FILE
+            node.size = info.size
+        node.mode, node.uid, node.gid, node.mtime_ns = attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns
+        node.etag = info.etag
+        node.metadata = dict(info.metadata) if info.metadata is not None else None
+        node.content_type = info.content_type
+        node.fetched_at = time.monotonic()
+
+    def _fresh(self, node: Node) -> bool:
+        if node.writer is not None or node.inode == ROOT_INODE:
+            return True
+        return time.monotonic() - node.fetched_at < self.config.attr_timeout
+
+    def _new_node(self, path: str, kind: Kind) -> Node:
+        return Node(0, path, kind, mode=self._default_mode(kind), uid=self.config.uid,
+                    gid=self.config.gid, mtime_ns=time.time_ns())
+
+    # ---- lookups ----------------------------------------------------------
+    async def _resolve(self, path: str) -> Node:
+        """What `path` is in S3 now: a file/symlink object, or a directory."""
+        key = self.key_of(path)
+        try:
+            info = await self.store.head(key)
+        except S3Error as exc:
+            if exc.code != "NoSuchKey":
+                raise
+        else:
+            node = self.inodes.by_path(path) or self._new_node(path, Kind.FILE)
+            if node.kind is Kind.DIR:
+                node.kind = Kind.FILE
+            self._apply_info(node, info)
+            return node
+        page = await self.store.list_page(key + "/", delimiter="/", max_keys=1)
+        if page.objects or page.prefixes:
+            node = self.inodes.by_path(path) or self._new_node(path, Kind.DIR)
+            node.kind = Kind.DIR
+            marker = next((o for o in page.objects if o.key == key + "/"), None)
+            if marker is not None and node.metadata is None:
+                try:
+                    self._apply_info(node, await self.store.head(marker.key))
+                except S3Error:
+                    node.fetched_at = time.monotonic()
+            node.fetched_at = time.monotonic()
+            return node
+        raise NotFound(path)
+
+    async def lookup(self, parent_inode: int, name: str) -> Attr:
+        parent = self.node(parent_inode)
+        if parent.kind is not Kind.DIR:
+            raise NotADirectory(parent.path)
+        path = self._child_path(parent, name)
+        node = self.inodes.by_path(path)
+        if node is None or not self._fresh(node):
+            node = await self._resolve(path)
+        node = self.inodes.add(node)
+        node.lookups += 1
+        return self.attr(node)
+
+    async def getattr(self, inode: int) -> Attr:
+        node = self.node(inode)
+        if not self._fresh(node) and not node.path.startswith("\0"):
+            try:
+                fresh = await self._resolve(node.path)
+            except NotFound:
+                if node.open_handles == 0:
+                    raise
+            else:
+                if fresh is not node:  # the path changed kind under us
+                    node.kind, node.size, node.mode = fresh.kind, fresh.size, fresh.mode
+                    node.mtime_ns, node.etag = fresh.mtime_ns, fresh.etag
+        return self.attr(node)
+
+    def forget(self, inode: int, count: int) -> None:
+        self.inodes.forget(inode, count)
+
+    # ---- directories ------------------------------------------------------
+    async def _list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Node]]]:
+        prefix = self.key_of(path, dir=True)
+        token: str | None = None
+        while True:
+            page = await self.store.list_page(prefix, delimiter="/", token=token)
+            batch: list[tuple[str, Node]] = []
+            for p in page.prefixes:
+                name = p[len(prefix):].rstrip("/")
+                if not name or "/" in name:
+                    log.warning("skipping key prefix %r: not a valid file name", p)
+                    continue
+                child = self.inodes.by_path(self._join(path, name))
+                if child is None or child.kind is not Kind.DIR:
+                    child = self._new_node(self._join(path, name), Kind.DIR)
+                    child.fetched_at = time.monotonic()
+                batch.append((name, child))
+            for info in page.objects:
+                name = info.key[len(prefix):]
+                if not name:
+                    continue  # the directory's own marker
+                if name in (".", "..") or "/" in name:
+                    log.warning("skipping key %r: not a valid file name", info.key)
+                    continue
+                child = self.inodes.by_path(self._join(path, name))
+                if child is None:
+                    child = self._new_node(self._join(path, name), Kind.FILE)
+                if child.writer is None and child.kind is not Kind.DIR:
+                    self._apply_info(child, info)
+                batch.append((name, child))
+            batch.sort(key=lambda e: e[0])
+            yield batch
+            if page.next_token is None:
+                return
+            token = page.next_token
+
+    @staticmethod
+    def _join(path: str, name: str) -> str:
+        return f"{path}/{name}" if path else name
+
+    def opendir(self, inode: int) -> int:
+        node = self.node(inode)
+        if node.kind is not Kind.DIR:
+            raise NotADirectory(node.path)
+        fh = self._alloc_fh()
+        self._dirs[fh] = DirHandle(self, node)
+        return fh
+
+    async def readdir(self, fh: int, start_id: int) -> AsyncIterator[DirEntry]:
+        """Entries from position `start_id`; the caller registers each one it passes on."""
+        dh = self._dirs[fh]
+        index = start_id
+        while True:
+            entry = await dh.entry(index)
+            if entry is None:
+                return
+            name, node = entry
+            index += 1
+            yield DirEntry(name, self.attr(node), index)
+
+    def readdir_accepted(self, entry: DirEntry, fh: int) -> None:
+        """The kernel took the entry (readdirplus): it holds one lookup on it now."""
+        dh = self._dirs[fh]
+        node = dh.entries[entry.next_id - 1][1]
+        node = self.inodes.add(node)
+        dh.entries[entry.next_id - 1] = (entry.name, node)
+        node.lookups += 1
+
+    def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def mkdir(self, parent_inode: int, name: str, mode: int, uid: int, gid: int) -> Attr:
+        self._check_writable()
+        parent = self.node(parent_inode)
+        path = self._child_path(parent, name)
+        if await self._exists(path):
+            raise Exists(path)
+        dir_mode = stat.S_IFDIR | (mode & 0o7777)
+        now = time.time_ns()
+        await self.store.put(
+            self.key_of(path, dir=True), Body(0, data=b""),
+            WriteMeta(metadata.encode(dir_mode, uid, gid, now), "application/x-directory"),
+        )
+        node = self._new_node(path, Kind.DIR)
+        node.mode, node.uid, node.gid, node.mtime_ns = dir_mode, uid, gid, now
+        node.fetched_at = time.monotonic()
+        node = self.inodes.add(node)
+        node.lookups += 1
+        return self.attr(node)
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self._resolve(path)
+            return True
+        except NotFound:
+            return False
+
+    async def rmdir(self, parent_inode: int, name: str) -> None:
+        self._check_writable()
+        path = self._child_path(self.node(parent_inode), name)
+        node = await self._resolve(path)
+        if node.kind is not Kind.DIR:
+            raise NotADirectory(path)
+        prefix = self.key_of(path, dir=True)
+        page = await self.store.list_page(prefix, delimiter="/", max_keys=2)
+        if page.prefixes or any(o.key != prefix for o in page.objects):
+            raise NotEmpty(path)
+        if any(n.writer is not None and n.path.startswith(path + "/") for n in self.inodes.nodes()):
+            raise NotEmpty(path)
+        await self.store.delete(prefix)
+        self.inodes.unlink_path(path)
+
+    # ---- files ------------------------------------------------------------
+    def _alloc_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def _check_writable(self) -> None:
+        if self.config.read_only or self.uploader is None:
+            raise ReadOnly("mounted read-only")
+
+    def _write_meta(self, node: Node) -> WriteMeta:
+        """Metadata for the next upload of `node`: its attributes plus what it had."""
+        kept = {k: v for k, v in (node.metadata or {}).items() if k not in ("mode", "uid", "gid", "mtime")}
+        explicit = node.mtime_explicit or "mtime" in (node.metadata or {})
+        meta = metadata.encode(node.mode, node.uid, node.gid, node.mtime_ns if explicit else None)
+        return WriteMeta({**kept, **meta}, node.content_type)
+
+    def _start_writer(self, node: Node) -> None:
+        assert self.uploader is not None
+        node.writer = self.uploader.open_session(self.key_of(node.path), self._write_meta(node))
+
+    async def create(self, parent_inode: int, name: str, mode: int, flags: int,
+                     uid: int, gid: int) -> tuple[int, Attr]:
+        self._check_writable()
+        parent = self.node(parent_inode)
+        path = self._child_path(parent, name)
+        existing = self.inodes.by_path(path)
+        if flags & os.O_EXCL and (existing is not None or await self._exists(path)):
+            raise Exists(path)
+        node = existing or self._new_node(path, Kind.FILE)
+        if node.kind is Kind.DIR:
+            raise IsADirectory(path)
+        node.mode = stat.S_IFREG | (mode & 0o7777)
+        node.uid, node.gid, node.mtime_ns = uid, gid, time.time_ns()
+        node.metadata, node.content_type, node.mtime_explicit = None, None, False
+        node = self.inodes.add(node)
+        node.lookups += 1
+        if node.writer is None:
+            self._start_writer(node)
+        assert node.writer is not None
+        await node.writer.truncate(0)  # a new, empty object even if nothing is written
+        return self._open_handle(node, True), self.attr(node)
+
+    def _open_handle(self, node: Node, writable: bool) -> int:
+        fh = self._alloc_fh()
+        self._handles[fh] = Handle(node, writable)
+        node.open_handles += 1
+        return fh
+
+    async def open(self, inode: int, flags: int) -> int:
+        node = self.node(inode)
+        if node.kind is Kind.DIR:
+            raise IsADirectory(node.path)
+        accmode = flags & os.O_ACCMODE
+        writable = accmode in (os.O_WRONLY, os.O_RDWR)
+        if writable or flags & os.O_TRUNC:
+            self._check_writable()
+            if node.writer is None:
+                self._start_writer(node)
+                if not flags & os.O_TRUNC and node.size > 0:
+                    await self._hydrate(node)
+            if flags & os.O_TRUNC:
+                assert node.writer is not None
+                await node.writer.truncate(0)
+        return self._open_handle(node, writable)
+
+    async def _hydrate(self, node: Node) -> None:
+        """Load an existing object into the new upload session, to change it in place.
+
+        Simple and correct: every byte is fetched and re-sent. Copying
+        unchanged ranges server-side is the job of the update path.
+        """
+        assert node.writer is not None
+        key = self.key_of(node.path)
+        chunk = 8 << 20
+        try:
+            for start in range(0, node.size, chunk):
+                data = await self.store.get_range(key, start, min(node.size, start + chunk))
+                await node.writer.write(start, data)
+        except BaseException:
+            await self._drop_writer(node)
+            raise
+        node.writer.plan.dirty = False  # nothing changed yet
+
+    async def _drop_writer(self, node: Node) -> None:
+        writer, node.writer = node.writer, None
+        if writer is not None:
+            writer.plan.dirty = False
+            await writer.close()
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self._handles[fh]
+        node = handle.node
+        if node.writer is not None:
+            return node.writer.read(offset, size)
+        if handle.reader is None or handle.reader.etag != node.etag:
+            handle.reader = Reader(self.store, self.key_of(node.path), node.size, node.etag,
+                                   self.config.read_ahead)
+        return await handle.reader.read(offset, size)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self._handles[fh]
+        if not handle.writable:
+            raise OSError(errno.EBADF, "not open for writing")
+        writer = handle.node.writer
+        assert writer is not None
+        n = await writer.write(offset, data)
+        handle.node.mtime_ns = time.time_ns()
+        return n
+
+    async def flush(self, fh: int) -> None:
+        node = self._handles[fh].node
+        if node.writer is not None:
+            await node.writer.flush()
+            self._published(node)
+
+    async def fsync(self, fh: int) -> None:
+        await self.flush(fh)
+
+    def _published(self, node: Node) -> None:
+        """After a verified upload: what the mount shows is what S3 holds."""
+        assert node.writer is not None
+        node.size = node.writer.size
+        node.metadata = dict(node.writer.meta.metadata)
+        node.etag = None  # the next HEAD/LIST tells; until then the node is fresh
+        node.fetched_at = time.monotonic()
+
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh)
+        node = handle.node
+        node.open_handles -= 1
+        if node.open_handles == 0 and node.writer is not None:
+            writer, node.writer = node.writer, None
+            try:
+                await writer.close()
+                node.size = writer.size
+            except Exception as exc:  # already reported by flush; release errors are discarded by FUSE
+                log.debug("release of %r: %s", node.path, exc)
+                node.fetched_at = 0.0
+        self.inodes.drop_if_unused(node)
+
+    async def unlink(self, parent_inode: int, name: str) -> None:
+        self._check_writable()
+        path = self._child_path(self.node(parent_inode), name)
+        node = await self._resolve_or_local(path)
+        if node.kind is Kind.DIR:
+            raise IsADirectory(path)
+        if node.writer is None or node.etag is not None or await self._exists_key(self.key_of(path)):
+            await self.store.delete(self.key_of(path))
+        self.inodes.unlink_path(path)
+
+    async def _exists_key(self, key: str) -> bool:
+        try:
+            await self.store.head(key)
+            return True
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                return False
+            raise
+
+    async def _resolve_or_local(self, path: str) -> Node:
+        node = self.inodes.by_path(path)
+        if node is not None and node.writer is not None:
+            return node
+        return await self._resolve(path)
+
+    async def setattr(
+        self, inode: int, *, size: int | None = None, mode: int | None = None,
+        uid: int | None = None, gid: int | None = None, mtime_ns: int | None = None,
+    ) -> Attr:
+        node = self.node(inode)
+        if not any(v is not None for v in (size, mode, uid, gid, mtime_ns)):
+            return self.attr(node)
+        self._check_writable()
+        if mode is not None:
+            node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
+        if uid is not None:
+            node.uid = uid
+        if gid is not None:
+            node.gid = gid
+        if mtime_ns is not None:
+            node.mtime_ns = mtime_ns
+            node.mtime_explicit = True
+        meta_changed = any(v is not None for v in (mode, uid, gid, mtime_ns))
+        if node.kind is Kind.DIR:
+            if meta_changed and node.path:
+                await self.store.put(self.key_of(node.path, dir=True), Body(0, data=b""),
+                                     WriteMeta(self._write_meta(node).metadata, "application/x-directory"))
+            return self.attr(node)
+        if size is not None:
+            own = node.writer is None
+            if own:
+                self._start_writer(node)
+                if size > 0 and node.size > 0:
+                    await self._hydrate(node)
+            assert node.writer is not None
+            await node.writer.truncate(size)
+            node.writer.set_meta(self._write_meta(node))
+            if own:  # truncate of a closed file: publish now
+                try:
+                    await node.writer.flush()
+                finally:
+                    writer, node.writer = node.writer, None
+                    await writer.close()
+                node.size = size
+                node.metadata = dict(writer.meta.metadata)
+                node.fetched_at = time.monotonic()
+            return self.attr(node)
+        if node.writer is not None:
+            node.writer.set_meta(self._write_meta(node))
+            if node.writer.plan.upload_id is None:
+                node.writer.plan.dirty = True  # rides along with the pending upload
+                return self.attr(node)
+            # the upload already started with the old metadata: publish, then copy
+            await node.writer.flush()
+            self._published(node)
+        # a closed object: one self-copy with the new metadata
+        key = self.key_of(node.path)
+        new_meta = self._write_meta(node)
+        await self.store.copy(key, key, new_meta)
+        node.metadata = dict(new_meta.metadata)
+        node.fetched_at = time.monotonic()
+        return self.attr(node)
+
+    # ---- rename, links, statfs --------------------------------------------
+    async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str) -> None:
+        self._check_writable()
+        old_path = self._child_path(self.node(old_parent), old_name)
+        new_path = self._child_path(self.node(new_parent), new_name)
+        node = await self._resolve_or_local(old_path)
+        if node.kind is Kind.DIR:
+            await self._rename_dir(old_path, new_path)
+        else:
+            if node.writer is not None and node.writer.dirty:
+                await node.writer.flush()
+                self._published(node)
+            target = self.inodes.by_path(new_path)
+            if target is not None and target.kind is Kind.DIR:
+                raise IsADirectory(new_path)
+            await self.store.copy(self.key_of(old_path), self.key_of(new_path))
+            await self.store.delete(self.key_of(old_path))
+            if node.writer is not None:
+                node.writer.key = self.key_of(new_path)
+        self.inodes.move(old_path, new_path)
+        node.fetched_at = time.monotonic()
+
+    async def _rename_dir(self, old_path: str, new_path: str) -> None:
+        if new_path == old_path or new_path.startswith(old_path + "/"):
+            raise InvalidArgument("cannot move a directory into itself")
+        try:
+            target = await self._resolve(new_path)
+        except NotFound:
+            pass
+        else:
+            if target.kind is not Kind.DIR:
+                raise NotADirectory(new_path)
+            page = await self.store.list_page(self.key_of(new_path, dir=True), delimiter=None, max_keys=2)
+            if any(o.key != self.key_of(new_path, dir=True) for o in page.objects):
+                raise NotEmpty(new_path)
+        old_prefix, new_prefix = self.key_of(old_path, dir=True), self.key_of(new_path, dir=True)
+        keys: list[str] = []
+        token = None
+        while True:
+            page = await self.store.list_page(old_prefix, delimiter=None, token=token)
+            keys.extend(o.key for o in page.objects)
+            if page.next_token is None:
+                break
+            token = page.next_token
+        if old_prefix not in keys:
+            keys.append(old_prefix)  # the new directory gets a marker either way
+            await self.store.put(old_prefix, Body(0, data=b""), WriteMeta({}, "application/x-directory"))
+        # markers last, so an interrupted rename leaves both trees listable
+        keys.sort(key=lambda k: (k.endswith("/"), k))
+        async with trio.open_nursery() as nursery:
+            limiter = trio.CapacityLimiter(8)
+
+            async def move(key: str) -> None:
+                async with limiter:
+                    await self.store.copy(key, new_prefix + key[len(old_prefix):])
+                    await self.store.delete(key)
+
+            for key in keys:
+                nursery.start_soon(move, key)
+
+    async def symlink(self, parent_inode: int, name: str, target: str, uid: int, gid: int) -> Attr:
+        self._check_writable()
+        path = self._child_path(self.node(parent_inode), name)
+        if await self._exists(path):
+            raise Exists(path)
+        data = target.encode("utf-8", "surrogateescape")
+        mode = stat.S_IFLNK | 0o777
+        now = time.time_ns()
+        await self.store.put(self.key_of(path), Body(len(data), data=data),
+                             WriteMeta(metadata.encode(mode, uid, gid, now)))
+        node = self._new_node(path, Kind.SYMLINK)
+        node.mode, node.uid, node.gid, node.mtime_ns, node.size = mode, uid, gid, now, len(data)
+        node.fetched_at = time.monotonic()
+        node = self.inodes.add(node)
+        node.lookups += 1
+        return self.attr(node)
+
+    async def readlink(self, inode: int) -> str:
+        node = self.node(inode)
+        if node.kind is not Kind.SYMLINK:
+            raise InvalidArgument("not a symlink")
+        data = await self.store.get_range(self.key_of(node.path), 0, max(node.size, 1) + 4096)
+        return data.decode("utf-8", "surrogateescape")
+
+    async def shutdown(self) -> None:
+        """Unmount: publish every file still dirty, then stop."""
+        if self.uploader is not None:
+            for node in self.inodes.nodes():
+                if node.writer is not None:
+                    writer, node.writer = node.writer, None
+                    try:
+                        await writer.close()
+                    except Exception as exc:
+                        log.error("at unmount, %s", exc)
+            await self.uploader.drain()

@@ -1,0 +1,107 @@
+"""Inode numbers for paths, with the kernel's lookup counts.
+
+An inode stands for a path below the mount root ("" is the root). It lives
+while the kernel holds a lookup reference or a handle is open; `forget`
+drops it. Renames move the paths of an inode and of everything below it.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from s3fsmpu.upload.driver import UploadSession
+
+ROOT_INODE = 1
+
+
+class Kind(enum.Enum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+
+
+@dataclass
+class Node:
+    inode: int
+    path: str
+    kind: Kind
+    size: int = 0
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    etag: str | None = None
+    metadata: dict[str, str] | None = None  # None: not known yet (from LIST)
+    content_type: str | None = None
+    mtime_explicit: bool = False  # set by utimens: then mtime goes into metadata
+    fetched_at: float = 0.0  # monotonic time the attributes came from S3
+    lookups: int = 0
+    open_handles: int = 0
+    writer: UploadSession | None = field(default=None, repr=False)
+
+
+class InodeTable:
+    def __init__(self) -> None:
+        self._by_inode: dict[int, Node] = {}
+        self._by_path: dict[str, Node] = {}
+        self._next = itertools.count(ROOT_INODE + 1)
+
+    def add_root(self, node: Node) -> None:
+        node.inode = ROOT_INODE
+        node.lookups = 1  # never forgotten
+        self._by_inode[ROOT_INODE] = self._by_path[""] = node
+
+    def get(self, inode: int) -> Node | None:
+        return self._by_inode.get(inode)
+
+    def by_path(self, path: str) -> Node | None:
+        return self._by_path.get(path)
+
+    def add(self, node: Node) -> Node:
+        """Register `node` for its path, reusing the inode of a live node of that path."""
+        existing = self._by_path.get(node.path)
+        if existing is not None:
+            return existing
+        node.inode = next(self._next)
+        self._by_inode[node.inode] = self._by_path[node.path] = node
+        return node
+
+    def forget(self, inode: int, count: int) -> None:
+        node = self._by_inode.get(inode)
+        if node is None or inode == ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - count)
+        self.drop_if_unused(node)
+
+    def drop_if_unused(self, node: Node) -> None:
+        if node.lookups == 0 and node.open_handles == 0 and node.writer is None:
+            self._by_inode.pop(node.inode, None)
+            if self._by_path.get(node.path) is node:
+                del self._by_path[node.path]
+
+    def unlink_path(self, path: str) -> None:
+        """The name is gone; the inode lives on while referenced."""
+        node = self._by_path.pop(path, None)
+        if node is not None:
+            node.path = "\0deleted\0" + path
+
+    def move(self, old: str, new: str) -> None:
+        """Rename `old` (and, for a directory, everything below it) to `new`."""
+        self.unlink_path(new)
+        moves = [
+            (p, n)
+            for p, n in self._by_path.items()
+            if p == old or (old == "" or p.startswith(old + "/"))
+        ]
+        for p, _ in moves:
+            del self._by_path[p]
+        for p, n in moves:
+            n.path = new + p[len(old):]
+            self._by_path[n.path] = n
+
+    def nodes(self) -> list[Node]:
+        return list(self._by_inode.values())

@@ -1,0 +1,76 @@
+"""File attributes in S3 user metadata, compatible with s3fs-fuse (and rclone's mtime).
+
+s3fs-fuse writes `mtime` (decimal seconds, optional fraction), `mode` (decimal,
+with the file-type bits), `uid` and `gid`; rclone writes `mtime` as float
+seconds too. Objects without metadata fall back to Last-Modified and the
+mount's defaults.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class FileAttrs:
+    mode: int  # with S_IFMT bits
+    uid: int
+    gid: int
+    mtime_ns: int
+
+
+def format_mtime(mtime_ns: int) -> str:
+    seconds, frac = divmod(mtime_ns, NS)
+    return f"{seconds}.{frac:09d}" if frac else str(seconds)
+
+
+def parse_mtime(text: str) -> int | None:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    if not value.is_finite():
+        return None
+    return int(value * NS)
+
+
+def _int(meta: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(meta[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def decode(
+    meta: Mapping[str, str] | None,
+    *,
+    default_mode: int,
+    uid: int,
+    gid: int,
+    last_modified_ns: int,
+) -> FileAttrs:
+    """Attributes of an object; `default_mode` carries the expected file type."""
+    meta = meta or {}
+    mode = _int(meta, "mode")
+    if mode is None or stat.S_IFMT(mode) == 0:
+        perm = mode & 0o7777 if mode is not None else stat.S_IMODE(default_mode)
+        mode = stat.S_IFMT(default_mode) | perm
+    mtime = parse_mtime(meta["mtime"]) if "mtime" in meta else None
+    return FileAttrs(
+        mode,
+        _int(meta, "uid") if "uid" in meta else uid,  # type: ignore[arg-type]
+        _int(meta, "gid") if "gid" in meta else gid,  # type: ignore[arg-type]
+        mtime if mtime is not None else last_modified_ns,
+    )
+
+
+def encode(mode: int, uid: int, gid: int, mtime_ns: int | None) -> dict[str, str]:
+    out = {"mode": str(mode), "uid": str(uid), "gid": str(gid)}
+    if mtime_ns is not None:
+        out["mtime"] = format_mtime(mtime_ns)
+    return out

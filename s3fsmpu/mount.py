@@ -1,0 +1,69 @@
+"""Running a mount: pyfuse3.init -> nursery -> pyfuse3.main -> publish pending uploads -> close.
+
+SIGINT/SIGTERM end the main loop; every file still dirty is then uploaded
+(or fails with its bytes kept) before the mount goes away, so a clean
+unmount leaves no incomplete multipart upload behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import pyfuse3
+import trio
+
+from s3fsmpu.config import MountConfig
+from s3fsmpu.fs.core import S3Filesystem
+from s3fsmpu.fuse_ops import FuseOperations
+from s3fsmpu.store.base import ObjectStore
+from s3fsmpu.upload.driver import Uploader
+
+log = logging.getLogger(__name__)
+
+
+def fuse_options(config: MountConfig) -> set[str]:
+    opts = set(pyfuse3.default_options)
+    opts |= {f"fsname=s3fsmpu#{config.location}", "subtype=s3fsmpu"}
+    if config.allow_other:
+        opts.add("allow_other")
+    if config.read_only:
+        opts.add("ro")
+    return opts
+
+
+async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], None] | None = None) -> None:
+    os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
+    async with trio.open_nursery() as nursery:
+        uploader = None if config.read_only else Uploader(store, config.upload, config.cache_dir, nursery)
+        fs = S3Filesystem(store, config, uploader)
+        pyfuse3.init(FuseOperations(fs), config.mountpoint, fuse_options(config))
+        unmounted = False
+        try:
+            nursery.start_soon(_terminate_on_signal)
+            log.info("mounted %s on %s", config.location, config.mountpoint)
+            if ready is not None:
+                ready()
+            await pyfuse3.main(min_tasks=4, max_tasks=64)
+            log.info("unmounting %s: waiting for pending uploads", config.mountpoint)
+            await fs.shutdown()
+        finally:
+            if not unmounted:
+                pyfuse3.close(unmount=True)
+            nursery.cancel_scope.cancel()
+        stats = uploader.stats if uploader else None
+        if stats is not None:
+            log.info(
+                "unmounted: uploads completed=%d failed=%d retries=%d repaired=%d settled_by_head=%d bytes=%d",
+                stats.completed, stats.failed, stats.retries, stats.repaired,
+                stats.settled_by_head, stats.bytes_uploaded,
+            )
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()

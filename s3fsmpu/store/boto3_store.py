@@ -1,0 +1,398 @@
+"""The ObjectStore on boto3: the only module that imports boto3 or botocore.
+
+Every call runs in a worker thread (`trio.to_thread.run_sync`) behind one
+CapacityLimiter whose size equals the connection pool, so no blocking call
+ever runs on the trio loop. botocore is pinned explicitly rather than left
+to defaults that changed between versions:
+
+- retries: one attempt per call. Retrying is the caller's job (upload
+  driver, `retry.py`), because a retried Complete must be judged by its
+  S3 code and settled by HeadObject, and every retry must be logged.
+- checksums: `when_required`; Content-MD5 and the optional flexible
+  checksum are computed once by the upload path and passed in, so no
+  byte is hashed twice. Payload signing is off for the same reason: over
+  plain http botocore would SHA-256 every part body; integrity comes from
+  Content-MD5 (and the chosen checksum) instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import boto3
+import botocore.exceptions as bexc
+import trio
+from botocore.config import Config
+
+from s3fsmpu.config import ConnectionConfig, UploadConfig
+from s3fsmpu.errors import NoSuchKey, S3Error
+from s3fsmpu.store.base import (
+    Body,
+    CompleteResult,
+    ListPage,
+    ObjectInfo,
+    PartInfo,
+    PartRef,
+    PartResult,
+    UploadInfo,
+    UploadsPage,
+    WriteMeta,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# the parameter name botocore uses for each flexible checksum algorithm
+_CHECKSUM_PARAM = {
+    "CRC32": "ChecksumCRC32",
+    "CRC32C": "ChecksumCRC32C",
+    "SHA1": "ChecksumSHA1",
+    "SHA256": "ChecksumSHA256",
+    "CRC64NVME": "ChecksumCRC64NVME",
+}
+
+
+def make_client(conn: ConnectionConfig) -> Any:
+    """A botocore S3 client with every behaviour that matters pinned."""
+    session = boto3.session.Session(profile_name=conn.profile)
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=conn.connect_timeout,
+        read_timeout=conn.read_timeout,
+        max_pool_connections=conn.max_connections,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": conn.addressing_style, "payload_signing_enabled": False},
+        tcp_keepalive=True,
+    )
+    return session.client(
+        "s3", endpoint_url=conn.endpoint_url, region_name=conn.region, config=config
+    )
+
+
+def translate(exc: Exception, key: str, operation: str) -> S3Error:
+    """botocore's exceptions -> S3Error with the S3 code (or Timeout/ConnectionError)."""
+    if isinstance(exc, bexc.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or "Unknown")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchKey", "404", "NotFound") and operation in ("HeadObject", "GetObject"):
+            return NoSuchKey(key, operation)
+        return S3Error(code, key, str(err.get("Message") or ""), operation, status)
+    if isinstance(exc, (bexc.ReadTimeoutError, bexc.ConnectTimeoutError)):
+        return S3Error("Timeout", key, str(exc), operation)
+    if isinstance(exc, (bexc.EndpointConnectionError, bexc.ConnectionClosedError)):
+        return S3Error("ConnectionError", key, str(exc), operation)
+    if isinstance(exc, bexc.NoCredentialsError):
+        return S3Error("NoCredentials", key, "no AWS credentials found", operation)
+    if isinstance(exc, bexc.ProfileNotFound):
+        return S3Error("ProfileNotFound", key, str(exc), operation)
+    if isinstance(exc, (bexc.HTTPClientError, bexc.ResponseStreamingError)):
+        return S3Error("ConnectionError", key, str(exc), operation)
+    if isinstance(exc, bexc.BotoCoreError):
+        return S3Error(type(exc).__name__, key, str(exc), operation)
+    raise exc
+
+
+class Boto3Store:
+    def __init__(
+        self,
+        bucket: str,
+        conn: ConnectionConfig,
+        upload: UploadConfig | None = None,
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.client = client if client is not None else make_client(conn)
+        self.limiter = trio.CapacityLimiter(conn.max_connections)
+        self.upload = upload or UploadConfig()
+        # parameters every request that takes them gets
+        common: dict[str, Any] = {}
+        if self.upload.requester_pays:
+            common["RequestPayer"] = "requester"
+        if self.upload.expected_bucket_owner:
+            common["ExpectedBucketOwner"] = self.upload.expected_bucket_owner
+        self._common = common
+        ssec: dict[str, Any] = {}
+        if self.upload.sse_c_key is not None:
+            ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self.upload.sse_c_key}
+        self._ssec = ssec
+
+    async def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
+        def run() -> T:
+            try:
+                return fn()
+            except Exception as exc:  # translated in the thread, re-raised on the loop
+                raise translate(exc, key, operation) from exc
+
+        return await trio.to_thread.run_sync(run, limiter=self.limiter)
+
+    def _new_object_args(self, meta: WriteMeta) -> dict[str, Any]:
+        args: dict[str, Any] = {"Metadata": dict(meta.metadata), **self._common, **self._ssec}
+        if meta.content_type:
+            args["ContentType"] = meta.content_type
+        up = self.upload
+        if up.sse:
+            args["ServerSideEncryption"] = up.sse
+        if up.sse_kms_key_id:
+            args["SSEKMSKeyId"] = up.sse_kms_key_id
+        if up.storage_class:
+            args["StorageClass"] = up.storage_class
+        return args
+
+    def _body_args(self, body: Body) -> dict[str, Any]:
+        args: dict[str, Any] = {"Body": body.reader(), "ContentLength": body.length}
+        if body.md5_b64:
+            args["ContentMD5"] = body.md5_b64
+        if body.checksum and self.upload.checksum_algorithm:
+            args[_CHECKSUM_PARAM[self.upload.checksum_algorithm]] = body.checksum
+        return args
+
+    # ---- objects ----------------------------------------------------------
+    async def check_bucket(self) -> None:
+        def run() -> None:
+            try:
+                self.client.head_bucket(Bucket=self.bucket, **self._common)
+            except bexc.ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("404", "NoSuchBucket", "NotFound"):
+                    raise S3Error("NoSuchBucket", message=f"bucket {self.bucket!r} does not exist",
+                                  operation="HeadBucket", status=404) from exc
+                if code in ("403", "AccessDenied"):
+                    raise S3Error("AccessDenied", message=f"access to bucket {self.bucket!r} denied",
+                                  operation="HeadBucket", status=403) from exc
+                raise
+
+        await self._call("HeadBucket", "", run)
+
+    async def head(self, key: str) -> ObjectInfo:
+        resp = await self._call(
+            "HeadObject",
+            key,
+            functools.partial(
+                self.client.head_object, Bucket=self.bucket, Key=key, **self._common, **self._ssec
+            ),
+        )
+        return ObjectInfo(
+            key,
+            resp["ContentLength"],
+            resp.get("ETag", "").strip('"'),
+            resp["LastModified"].timestamp(),
+            dict(resp.get("Metadata") or {}),
+            resp.get("ContentType"),
+        )
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        if end <= start:
+            return b""
+
+        def run() -> bytes:
+            args: dict[str, Any] = {"Range": f"bytes={start}-{end - 1}"}
+            if etag:
+                args["IfMatch"] = f'"{etag}"'
+            resp = self.client.get_object(
+                Bucket=self.bucket, Key=key, **args, **self._common, **self._ssec
+            )
+            return resp["Body"].read()  # type: ignore[no-any-return]
+
+        try:
+            return await self._call("GetObject", key, run)
+        except S3Error as exc:
+            if exc.code == "InvalidRange":  # reading at or past the end
+                return b""
+            raise
+
+    async def list_page(
+        self, prefix: str, delimiter: str | None = "/", token: str | None = None, max_keys: int = 1000
+    ) -> ListPage:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            args["Delimiter"] = delimiter
+        if token:
+            args["ContinuationToken"] = token
+        resp = await self._call(
+            "ListObjectsV2", prefix, functools.partial(self.client.list_objects_v2, **args, **self._common)
+        )
+        objects = [
+            ObjectInfo(o["Key"], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())
+            for o in resp.get("Contents", [])
+        ]
+        prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
+        return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
+
+    async def put(self, key: str, body: Body, meta: WriteMeta) -> str:
+        def run() -> str:
+            resp = self.client.put_object(
+                Bucket=self.bucket, Key=key, **self._body_args(body), **self._new_object_args(meta)
+            )
+            return resp.get("ETag", "").strip('"')  # type: ignore[no-any-return]
+
+        return await self._call("PutObject", key, run)
+
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None) -> str:
+        def run() -> str:
+            args: dict[str, Any]
+            if meta is None:
+                args = {"MetadataDirective": "COPY", **self._common}
+            else:
+                args = {"MetadataDirective": "REPLACE", **self._new_object_args(meta)}
+            if self._ssec:
+                args["CopySourceSSECustomerAlgorithm"] = "AES256"
+                args["CopySourceSSECustomerKey"] = self.upload.sse_c_key
+                args.update(self._ssec)
+            resp = self.client.copy_object(
+                Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **args
+            )
+            return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')  # type: ignore[no-any-return]
+
+        return await self._call("CopyObject", dst, run)
+
+    async def delete(self, key: str) -> None:
+        await self._call(
+            "DeleteObject",
+            key,
+            functools.partial(self.client.delete_object, Bucket=self.bucket, Key=key, **self._common),
+        )
+
+    # ---- multipart --------------------------------------------------------
+    async def create_multipart(self, key: str, meta: WriteMeta) -> str:
+        def run() -> str:
+            args = self._new_object_args(meta)
+            if self.upload.checksum_algorithm:
+                args["ChecksumAlgorithm"] = self.upload.checksum_algorithm
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **args)
+            return resp["UploadId"]  # type: ignore[no-any-return]
+
+        return await self._call("CreateMultipartUpload", key, run)
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body) -> PartResult:
+        def run() -> PartResult:
+            resp = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                **self._body_args(body),
+                **self._common,
+                **self._ssec,
+            )
+            etag = resp.get("ETag")
+            checksum = None
+            if self.upload.checksum_algorithm:
+                checksum = resp.get(_CHECKSUM_PARAM[self.upload.checksum_algorithm])
+            return PartResult(etag.strip('"') if etag else None, checksum or body.checksum)
+
+        return await self._call("UploadPart", key, run)
+
+    async def upload_part_copy(
+        self, key: str, upload_id: str, number: int, src: str, start: int, end: int
+    ) -> PartResult:
+        def run() -> PartResult:
+            args: dict[str, Any] = {**self._common, **self._ssec}
+            if self._ssec:
+                args["CopySourceSSECustomerAlgorithm"] = "AES256"
+                args["CopySourceSSECustomerKey"] = self.upload.sse_c_key
+            resp = self.client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": src},
+                CopySourceRange=f"bytes={start}-{end - 1}",
+                **args,
+            )
+            result = resp.get("CopyPartResult", {})
+            etag = result.get("ETag")
+            checksum = None
+            if self.upload.checksum_algorithm:
+                checksum = result.get(_CHECKSUM_PARAM[self.upload.checksum_algorithm])
+            return PartResult(etag.strip('"') if etag else None, checksum)
+
+        return await self._call("UploadPartCopy", key, run)
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[PartRef]
+    ) -> CompleteResult:
+        param = _CHECKSUM_PARAM.get(self.upload.checksum_algorithm or "")
+
+        def run() -> CompleteResult:
+            listed = []
+            for p in parts:
+                entry: dict[str, Any] = {"PartNumber": p.number, "ETag": f'"{p.etag}"'}
+                if param and p.checksum:
+                    entry[param] = p.checksum
+                listed.append(entry)
+            args: dict[str, Any] = {**self._common}
+            if self._ssec and param:
+                args.update(self._ssec)
+            resp = self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},
+                **args,
+            )
+            etag = resp.get("ETag")
+            return CompleteResult(
+                etag.strip('"') if etag else None, resp.get(param) if param else None
+            )
+
+        return await self._call("CompleteMultipartUpload", key, run)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._call(
+            "AbortMultipartUpload",
+            key,
+            functools.partial(
+                self.client.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                **self._common,
+            ),
+        )
+
+    async def list_uploads(
+        self, prefix: str, key_marker: str | None = None, upload_id_marker: str | None = None
+    ) -> UploadsPage:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if key_marker is not None:
+            args["KeyMarker"] = key_marker
+            if upload_id_marker:
+                args["UploadIdMarker"] = upload_id_marker
+        resp = await self._call(
+            "ListMultipartUploads",
+            prefix,
+            functools.partial(self.client.list_multipart_uploads, **args, **self._common),
+        )
+        uploads = [
+            UploadInfo(u["Key"], u["UploadId"], u["Initiated"].timestamp())
+            for u in resp.get("Uploads", [])
+        ]
+        if resp.get("IsTruncated"):
+            return UploadsPage(uploads, resp.get("NextKeyMarker"), resp.get("NextUploadIdMarker"))
+        return UploadsPage(uploads, None)
+
+    async def list_parts(self, key: str, upload_id: str) -> Sequence[PartInfo]:
+        def run() -> list[PartInfo]:
+            out: list[PartInfo] = []
+            marker = 0
+            while True:
+                resp = self.client.list_parts(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumberMarker=marker,
+                    **self._common,
+                    **self._ssec,
+                )
+                for p in resp.get("Parts", []):
+                    out.append(PartInfo(p["PartNumber"], p["Size"], p["ETag"].strip('"')))
+                if not resp.get("IsTruncated"):
+                    return out
+                marker = resp["NextPartNumberMarker"]
+
+        return await self._call("ListParts", key, run)

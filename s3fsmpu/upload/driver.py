@@ -1,0 +1,357 @@
+"""Runs the multipart state machine against a store.
+
+`Uploader` is mount-wide: the nursery that part uploads run in, the
+concurrency limit (--upload-concurrency), the byte budget (--max-memory),
+the retry policy and the counters. `UploadSession` is one file being
+written: its spool, its `MultipartPlan`, and the rules that make close()
+honest:
+
+- parts upload in the background as soon as they are complete, holding
+  their size from the byte budget, so writers wait when S3 falls behind;
+- flush waits for those, sends the rest, and completes with verification
+  (completion.py); a lost or refused upload is repaired from the spool;
+- once a session fails it stays failed: every later write and flush
+  raises the same UploadFailed, the multipart upload is aborted exactly
+  once (after no part request is in flight), and the spool moves to the
+  recovery folder, named in an ERROR log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+
+import trio
+
+from s3fsmpu.config import UploadConfig
+from s3fsmpu.errors import S3Error, UploadFailed
+from s3fsmpu.retry import RetryPolicy, retrying
+from s3fsmpu.store.base import ObjectStore, WriteMeta
+from s3fsmpu.upload.budget import ByteBudget
+from s3fsmpu.upload.completion import TOKEN_KEY, Expected, Verdict, complete_upload
+from s3fsmpu.upload.digest import digest_slice
+from s3fsmpu.upload.mpu import MultipartPlan
+from s3fsmpu.upload.spool import Spool
+
+log = logging.getLogger(__name__)
+
+REPAIR_ROUNDS = 2
+
+
+@dataclass
+class UploadStats:
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    retries: int = 0
+    repaired: int = 0
+    settled_by_head: int = 0
+    parts_uploaded: int = 0
+    bytes_uploaded: int = 0
+    recovery_files: list[str] = field(default_factory=list)
+
+
+class Uploader:
+    def __init__(
+        self, store: ObjectStore, config: UploadConfig, cache_dir: str, nursery: trio.Nursery
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.schedule = config.schedule()
+        self.budget = ByteBudget(config.max_memory)
+        self.limiter = trio.CapacityLimiter(config.concurrency)
+        self.policy = RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_max)
+        self.cache_dir = cache_dir
+        self.recovery_dir = os.path.join(cache_dir, "recovery")
+        self.nursery = nursery
+        self.sessions: set[UploadSession] = set()
+        self.stats = UploadStats()
+
+    def open_session(self, key: str, meta: WriteMeta) -> UploadSession:
+        session = UploadSession(self, key, meta)
+        self.sessions.add(session)
+        return session
+
+    def note_retry(self, _exc: S3Error) -> None:
+        self.stats.retries += 1
+
+    async def drain(self) -> None:
+        """At unmount: publish whatever is still dirty; failures are logged, not raised."""
+        for session in list(self.sessions):
+            try:
+                await session.close()
+            except UploadFailed:
+                pass
+
+
+class UploadSession:
+    def __init__(self, uploader: Uploader, key: str, meta: WriteMeta) -> None:
+        self.up = uploader
+        self.key = key
+        self.meta = meta
+        self.plan = MultipartPlan(uploader.schedule)
+        self.spool = Spool(uploader.cache_dir, key)
+        self.failed: UploadFailed | None = None
+        self._cleaned_up = False
+        self._lock = trio.Lock()
+        self._inflight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._started_at: float | None = None
+        self._token: str | None = None
+        self._creating: trio.Event | None = None
+
+    # ---- the application's side -------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.plan.size
+
+    @property
+    def dirty(self) -> bool:
+        return self.plan.dirty
+
+    async def write(self, offset: int, data: bytes) -> int:
+        async with self._lock:
+            self._raise_if_failed()
+            ready = self.plan.write(offset, len(data))  # EFBIG before touching the spool
+            self.spool.write(offset, data)
+            if self._started_at is None:
+                self._started_at = time.monotonic()
+            for n in ready:
+                await self._start_part(n)
+            return len(data)
+
+    async def truncate(self, size: int) -> None:
+        async with self._lock:
+            self._raise_if_failed()
+            self.plan.truncate(size)
+            self.spool.truncate(size)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """What was written, for reads of a file still being written in this mount."""
+        size = max(0, min(size, self.plan.size - offset))
+        data = self.spool.read(offset, size)
+        return data.ljust(size, b"\0")
+
+    async def flush(self) -> None:
+        """Make everything written so far durable in S3, or raise UploadFailed."""
+        async with self._lock:
+            if self.failed is None:
+                if not self.plan.dirty:
+                    return
+                try:
+                    await self._publish()
+                except UploadFailed as exc:
+                    self.failed = self.failed or exc
+                except S3Error as exc:
+                    self.failed = self.failed or UploadFailed(self.key, str(exc))
+            if self.failed is not None:
+                await self._handle_failure()
+                raise self.failed
+
+    async def close(self) -> None:
+        """Release: publish anything not yet flushed, then drop the spool."""
+        try:
+            await self.flush()
+        finally:
+            self.spool.close(delete=self.failed is None)
+            self.up.sessions.discard(self)
+
+    def set_meta(self, meta: WriteMeta) -> None:
+        """New attributes ride on the upload if it has not been created yet."""
+        self.meta = meta
+
+    # ---- parts ------------------------------------------------------------
+    async def _start_part(self, number: int) -> None:
+        rng, version = self.plan.begin_part(number)
+        self._inflight += 1
+        self._idle = trio.Event()
+        try:
+            reserved = await self.up.budget.acquire(rng.size)
+        except BaseException:
+            self.plan.part_abandoned(number)
+            self._part_finished()
+            raise
+        self.up.nursery.start_soon(self._send_part, number, rng.start, rng.size, version, reserved)
+
+    async def _send_part(self, number: int, start: int, length: int, version: int, reserved: int) -> None:
+        ok = False
+        try:
+            async with self.up.limiter:
+                upload_id = await self._ensure_created()
+                body, md5_hex = await trio.to_thread.run_sync(
+                    digest_slice, self.spool.fd, start, length, self.up.config.checksum_algorithm
+                )
+
+                async def send() -> tuple[str, str | None]:
+                    res = await self.up.store.upload_part(self.key, upload_id, number, body)
+                    if self.up.config.etags_are_md5 and res.etag != md5_hex:
+                        raise S3Error("PartETagMismatch", self.key,
+                                      f"part {number} ETag {res.etag} != local MD5 {md5_hex}", "UploadPart")
+                    return res.etag or md5_hex, res.checksum
+
+                etag, checksum = await retrying(
+                    send, self.up.policy, f"UploadPart {number} of {self.key!r}", self.up.note_retry
+                )
+            self.plan.part_uploaded(number, version, length, etag, md5_hex, checksum)
+            self.up.stats.parts_uploaded += 1
+            self.up.stats.bytes_uploaded += length
+            ok = True
+        except S3Error as exc:
+            log.error("UploadPart %d of %r failed: %s", number, self.key, exc)
+            if self.failed is None:
+                self.failed = UploadFailed(self.key, f"part {number}: {exc}")
+        except UploadFailed as exc:
+            self.failed = self.failed or exc
+        finally:
+            if not ok:
+                self.plan.part_abandoned(number)
+            self.up.budget.release(reserved)
+            self._part_finished()
+
+    def _part_finished(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def _ensure_created(self) -> str:
+        if self.plan.upload_id is None:
+            # one CreateMultipartUpload; concurrent parts wait for it
+            if self._creating is not None:
+                await self._creating.wait()
+                if self.plan.upload_id is None:
+                    raise self.failed or UploadFailed(self.key, "CreateMultipartUpload failed")
+                return self.plan.upload_id
+            self._creating = trio.Event()
+            try:
+                meta = self._meta_with_token()
+                self.plan.upload_id = await retrying(
+                    lambda: self.up.store.create_multipart(self.key, meta),
+                    self.up.policy,
+                    f"CreateMultipartUpload of {self.key!r}",
+                    self.up.note_retry,
+                )
+                self.up.stats.started += 1
+                log.info("upload started: %r upload_id=%s", self.key, self.plan.upload_id)
+            except S3Error as exc:
+                self.failed = self.failed or UploadFailed(self.key, f"CreateMultipartUpload: {exc}")
+                raise self.failed from exc
+            finally:
+                self._creating.set()
+                self._creating = None
+        return self.plan.upload_id
+
+    def _meta_with_token(self) -> WriteMeta:
+        if self.up.config.etags_are_md5:
+            return self.meta
+        self._token = uuid.uuid4().hex
+        return replace(self.meta, metadata={**self.meta.metadata, TOKEN_KEY: self._token})
+
+    # ---- flush ------------------------------------------------------------
+    async def _publish(self) -> None:
+        await self._idle.wait()
+        self._raise_if_failed()
+        t0 = time.monotonic()
+        if self.plan.single_put():
+            await self._put_single()
+            return
+        for round_ in range(REPAIR_ROUNDS + 1):
+            upload_id = await self._ensure_created()
+            for n in self.plan.parts_to_send_at_flush():
+                await self._start_part(n)
+            await self._idle.wait()
+            self._raise_if_failed()
+            refs = self.plan.complete_refs()
+            expected = Expected(
+                self.plan.size,
+                self.plan.expected_etag() if self.up.config.etags_are_md5 else None,
+                self._token,
+            )
+            outcome = await complete_upload(
+                self.up.store, self.key, upload_id, refs, expected, self.up.policy, self.up.note_retry
+            )
+            if outcome.verdict is Verdict.DONE:
+                self.up.stats.completed += 1
+                self.up.stats.settled_by_head += outcome.settled_by_head
+                seconds = time.monotonic() - (self._started_at or t0)
+                log.info(
+                    "upload completed: %r upload_id=%s parts=%d bytes=%d seconds=%.2f MB/s=%.1f%s",
+                    self.key, upload_id, len(refs), self.plan.size, seconds,
+                    self.plan.size / 1e6 / max(seconds, 1e-6),
+                    f" ({outcome.reason})" if outcome.reason else "",
+                )
+                self.plan.published()
+                self._started_at = None
+                return
+            if outcome.verdict is Verdict.FAILED:
+                raise UploadFailed(self.key, outcome.reason)
+            # repair: abandon this upload, send every part again from the spool
+            log.warning("repairing upload of %r (upload_id=%s): %s; re-uploading from local bytes",
+                        self.key, upload_id, outcome.reason)
+            self.up.stats.repaired += 1
+            await self._abort_quietly(upload_id)
+            self.plan.forget_upload()
+        raise UploadFailed(self.key, f"still refused after {REPAIR_ROUNDS} repairs")
+
+    async def _put_single(self) -> None:
+        size = self.plan.size
+        body, md5_hex = await trio.to_thread.run_sync(
+            digest_slice, self.spool.fd, 0, size, self.up.config.checksum_algorithm
+        )
+        meta = self._meta_with_token()
+
+        async def send() -> str:
+            etag = await self.up.store.put(self.key, body, meta)
+            if self.up.config.etags_are_md5 and etag != md5_hex:
+                # a PUT answer without the right ETag: ask what is there
+                info = await self.up.store.head(self.key)
+                if info.etag != md5_hex or info.size != size:
+                    raise S3Error("PutETagMismatch", self.key, f"ETag {etag} != local MD5 {md5_hex}", "PutObject")
+            return etag
+
+        await retrying(send, self.up.policy, f"PutObject of {self.key!r}", self.up.note_retry)
+        self.up.stats.completed += 1
+        self.up.stats.bytes_uploaded += size
+        log.info("upload completed: %r single PUT bytes=%d", self.key, size)
+        self.plan.published()
+        self._started_at = None
+
+    # ---- failure ----------------------------------------------------------
+    def _raise_if_failed(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+
+    async def _handle_failure(self) -> None:
+        """Abort once no part is in flight, keep the bytes, say where. Runs once."""
+        if self._cleaned_up:
+            return
+        self._cleaned_up = True
+        await self._idle.wait()
+        if self.plan.upload_id is not None:
+            await self._abort_quietly(self.plan.upload_id)
+            self.plan.forget_upload()
+        assert self.failed is not None
+        try:
+            path = self.spool.keep(self.up.recovery_dir, self.plan.size)
+            self.failed.recovery_path = path
+            self.up.stats.recovery_files.append(path)
+        except OSError as exc:
+            log.error("could not move the spool %s to the recovery folder: %s", self.spool.path, exc)
+            self.failed.recovery_path = self.spool.path
+        self.up.stats.failed += 1
+        log.error("%s", self.failed)
+
+    async def _abort_quietly(self, upload_id: str) -> None:
+        try:
+            await retrying(
+                lambda: self.up.store.abort_multipart(self.key, upload_id),
+                self.up.policy,
+                f"AbortMultipartUpload of {self.key!r}",
+            )
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":
+                log.error("could not abort upload %s of %r: %s (s3fsmpu uploads --abort removes it)",
+                          upload_id, self.key, exc)

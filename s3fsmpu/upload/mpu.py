@@ -1,0 +1,165 @@
+"""The multipart upload of one file as a pure state machine.
+
+All transitions live here; no I/O, no trio. The driver tells it what was
+written and what S3 answered; it says which parts are ready to upload,
+what Complete must list and which ETag S3 must answer with.
+
+A part is ready early when every byte of its fixed range has been written;
+each write bumps the version of the parts it touches, so a part written
+again after (or while) it uploads is uploaded again, and a part number is
+never sent twice at once. At flush, every part up to the file size that
+has no current upload is sent (holes are zeros), then Complete lists
+them all in ascending order from this record, never from ListParts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s3fsmpu.errors import FileTooLarge
+from s3fsmpu.store.base import PartRef
+from s3fsmpu.store.memory import multipart_etag
+from s3fsmpu.upload.intervals import IntervalSet
+from s3fsmpu.upload.schedule import PartRange, PartSchedule
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    version: int
+    length: int
+    etag: str
+    md5_hex: str
+    checksum: str | None
+
+
+@dataclass
+class PartState:
+    version: int = 0
+    uploaded: UploadedPart | None = None
+    inflight: bool = False
+
+
+class MultipartPlan:
+    def __init__(self, schedule: PartSchedule, size: int = 0) -> None:
+        self.schedule = schedule
+        self.size = size
+        self.written = IntervalSet()
+        self.parts: dict[int, PartState] = {}
+        self.upload_id: str | None = None
+        self.dirty = False
+
+    # ---- what the application did -----------------------------------------
+    def write(self, offset: int, length: int) -> list[int]:
+        """Record a write; return the part numbers that just became ready to upload."""
+        end = offset + length
+        if end > self.schedule.max_size:
+            raise FileTooLarge(f"write beyond the largest object size ({self.schedule.max_size} bytes)")
+        if length == 0:
+            return []
+        self.written.add(offset, end)
+        self.size = max(self.size, end)
+        self.dirty = True
+        ready = []
+        for n in self.schedule.parts_touching(offset, end):
+            self._state(n).version += 1
+            if self._ready_early(n):
+                ready.append(n)
+        return ready
+
+    def truncate(self, size: int) -> None:
+        if size > self.schedule.max_size:
+            raise FileTooLarge(f"size beyond the largest object size ({self.schedule.max_size} bytes)")
+        lo, hi = sorted((size, self.size))
+        # the bytes between are now defined: zeros when growing, gone when shrinking
+        self.written.truncate(lo)
+        if size > lo:
+            self.written.add(lo, size)
+        for n in self.schedule.parts_touching(lo, max(hi, lo + 1)):
+            self._state(n).version += 1
+        self.size = size
+        self.dirty = True
+
+    # ---- what the driver does ---------------------------------------------
+    def begin_part(self, number: int) -> tuple[PartRange, int]:
+        """Mark `number` in flight; return the byte range to send and its version."""
+        st = self._state(number)
+        assert not st.inflight, f"part {number} is already in flight"
+        st.inflight = True
+        rng = self.schedule.part(number)
+        if rng.end > self.size:
+            rng = PartRange(number, rng.start, self.size)
+        return rng, st.version
+
+    def part_uploaded(self, number: int, version: int, length: int, etag: str, md5_hex: str,
+                      checksum: str | None) -> None:
+        st = self._state(number)
+        st.inflight = False
+        st.uploaded = UploadedPart(version, length, etag, md5_hex, checksum)
+
+    def part_abandoned(self, number: int) -> None:
+        self._state(number).inflight = False
+
+    def ready_parts(self) -> list[int]:
+        """Parts fully written whose current bytes were not sent yet."""
+        return [n for n in sorted(self.parts) if self._ready_early(n)]
+
+    def parts_to_send_at_flush(self) -> list[int]:
+        return [
+            r.number
+            for r in self.schedule.parts_for_size(self.size)
+            if not self._state(r.number).inflight and not self._current(r)
+        ]
+
+    def inflight(self) -> list[int]:
+        return [n for n, st in self.parts.items() if st.inflight]
+
+    def single_put(self) -> bool:
+        """A file that never filled its first part is one PutObject."""
+        return self.upload_id is None and self.size < self.schedule.part(1).size
+
+    def complete_refs(self) -> list[PartRef]:
+        refs = []
+        for r in self.schedule.parts_for_size(self.size):
+            up = self._state(r.number).uploaded
+            assert up is not None and self._current(r), f"part {r.number} is not uploaded"
+            refs.append(PartRef(r.number, up.etag, up.checksum))
+        return refs
+
+    def expected_etag(self) -> str:
+        md5s = []
+        for r in self.schedule.parts_for_size(self.size):
+            up = self._state(r.number).uploaded
+            assert up is not None
+            md5s.append(up.md5_hex)
+        return multipart_etag(md5s)
+
+    def forget_upload(self) -> None:
+        """The upload is finished or lost: its parts cannot be listed in another one."""
+        self.upload_id = None
+        for st in self.parts.values():
+            st.uploaded = None
+
+    def published(self) -> None:
+        self.forget_upload()
+        self.dirty = False
+
+    # ---- helpers ----------------------------------------------------------
+    def _state(self, number: int) -> PartState:
+        st = self.parts.get(number)
+        if st is None:
+            st = self.parts[number] = PartState()
+        return st
+
+    def _current(self, rng: PartRange) -> bool:
+        st = self._state(rng.number)
+        up = st.uploaded
+        return up is not None and up.version == st.version and up.length == rng.size
+
+    def _ready_early(self, number: int) -> bool:
+        st = self._state(number)
+        rng = self.schedule.part(number)
+        return (
+            not st.inflight
+            and self.written.covers(rng.start, rng.end)
+            and not self._current(rng)
+        )
