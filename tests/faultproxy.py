@@ -81,7 +81,7 @@ that the connection stays in sync and stays open (keep-alive).
     <Message>..</Message><RequestId>x</RequestId></Error>``.  The padding is
     sent in ``pieces`` parts with ``interval`` seconds between them (and
     before the XML).  ``decl_first=True`` puts the XML declaration before the
-    padding (what real S3 does).  ``chunked=True`` uses
+    padding (the only well-formed layout; see "measured" below).  ``chunked=True`` uses
     ``Transfer-Encoding: chunked`` instead of ``Content-Length``.
     ``forward=True``: forward upstream first (the side effect happens), then
     send this response instead of the upstream's.
@@ -129,7 +129,26 @@ chunked framing) is relayed unchanged.  Upstream ``1xx`` interim responses are
 swallowed.  The hop-by-hop ``Connection``/``Keep-Alive`` headers of upstream
 responses are removed (moto's werkzeug server sends ``Connection: close`` on
 every response) so that client connections stay persistent like with real S3;
-the proxy opens a new upstream connection whenever the old one was closed.  If the upstream cannot be reached the client gets ``502``.
+the proxy opens a new upstream connection whenever the old one was closed.
+If the upstream cannot be reached the client gets ``502``.
+
+Measured with botocore 1.44.5 on CompleteMultipartUpload, total_max_attempts=1
+==============================================================================
+
+* error_in_200, padding before ``<?xml`` (default): ClientError, Error.Code
+  ``"500"`` (body is not well-formed XML, so the embedded code is lost).
+* error_in_200, ``decl_first=True`` or no padding: ClientError with the
+  embedded code (e.g. ``"InternalError"``), HTTPStatusCode 500.
+* pad_200 (success body, padding before ``<?xml``): ClientError ``"500"``
+  although the upload completed; with ``decl_first=True``: normal result.
+* empty_200: returns ``{"ResponseMetadata": ...}`` only -- no ETag, no error
+  (not retried with default retries either).
+* status: ClientError with the given code (HEAD: code = status string).
+* drop_response / drop_request (FIN or RST): ConnectionClosedError.
+* stall beyond read_timeout: ReadTimeoutError.
+With the default retry config (standard mode, 3 attempts) all of these except
+empty_200 and 4xx statuses are retried; moto accepts a repeated Complete of an
+already completed upload, so a retried Complete succeeds.
 """
 
 from __future__ import annotations
@@ -141,8 +160,8 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["FaultProxy", "Rule", "LogRecord", "Request", "op_of"]

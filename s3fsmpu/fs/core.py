@@ -302,19 +302,21 @@ class S3Filesystem:
             if entry is None:
                 return
             name, node = entry
+            if node.inode == 0:  # the kernel needs a real inode number with the entry
+                node = self.inodes.add(node)
+                dh.entries[index] = (name, node)
             index += 1
             yield DirEntry(name, self.attr(node), index)
 
     def readdir_accepted(self, entry: DirEntry, fh: int) -> None:
         """The kernel took the entry (readdirplus): it holds one lookup on it now."""
-        dh = self._dirs[fh]
-        node = dh.entries[entry.next_id - 1][1]
-        node = self.inodes.add(node)
-        dh.entries[entry.next_id - 1] = (entry.name, node)
-        node.lookups += 1
+        self.node(entry.attr.inode).lookups += 1
 
     def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        dh = self._dirs.pop(fh, None)
+        if dh is not None:
+            for _, node in dh.entries:
+                self.inodes.drop_if_unused(node)
 
     async def mkdir(self, parent_inode: int, name: str, mode: int, uid: int, gid: int) -> Attr:
         self._check_writable()
