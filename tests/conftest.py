@@ -140,3 +140,21 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool: 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+@pytest.fixture
+def proxy(moto_url: str) -> Iterator[object]:
+    """A fault-injecting HTTP/1.1 proxy in front of moto; mount with endpoint=proxy.url."""
+    from tests.faultproxy import FaultProxy
+
+    p = FaultProxy(moto_url)
+    p.start()
+    yield p
+    p.stop()
+
+
+def vm_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise KeyError(field_name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from xml.etree import ElementTree
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -68,9 +69,36 @@ def make_client(conn: ConnectionConfig) -> Any:
         s3={"addressing_style": conn.addressing_style, "payload_signing_enabled": False},
         tcp_keepalive=True,
     )
-    return session.client(
+    client = session.client(
         "s3", endpoint_url=conn.endpoint_url, region_name=conn.region, config=config
     )
+    client.meta.events.register("before-parse.s3.CompleteMultipartUpload", _strip_keepalive_whitespace)
+    return client
+
+
+def _strip_keepalive_whitespace(response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+    """S3 streams whitespace while a Complete runs; the answer follows it.
+
+    Whitespace before the XML declaration makes the body unparsable, and
+    botocore then reports any such 200 -- success or error -- as a bare
+    "500". Stripping it lets the real outcome through: a success stays a
+    success, and an <Error> keeps its code (InvalidPart is not InternalError).
+    Runs after botocore's own 200-error handler.
+    """
+    if not response_dict or not isinstance(response_dict.get("body"), bytes):
+        return
+    body: bytes = response_dict["body"]
+    stripped = body.lstrip()
+    if stripped is body or stripped == body:
+        return
+    response_dict["body"] = stripped
+    if response_dict.get("status_code") == 500 and stripped:
+        try:
+            root = ElementTree.fromstring(stripped)
+        except ElementTree.ParseError:
+            return  # a truncated answer stays a 500: ambiguous, settled by the caller
+        if root.tag != "Error" and not root.tag.endswith("}Error"):
+            response_dict["status_code"] = 200
 
 
 def translate(exc: Exception, key: str, operation: str) -> S3Error:
