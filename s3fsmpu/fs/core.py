@@ -372,8 +372,7 @@ class S3Filesystem:
     def _write_meta(self, node: Node) -> WriteMeta:
         """Metadata for the next upload of `node`: its attributes plus what it had."""
         kept = {k: v for k, v in (node.metadata or {}).items() if k not in ("mode", "uid", "gid", "mtime")}
-        explicit = node.mtime_explicit or "mtime" in (node.metadata or {})
-        meta = metadata.encode(node.mode, node.uid, node.gid, node.mtime_ns if explicit else None)
+        meta = metadata.encode(node.mode, node.uid, node.gid, node.mtime_ns)
         return WriteMeta({**kept, **meta}, node.content_type)
 
     def _start_writer(self, node: Node) -> None:
@@ -393,7 +392,7 @@ class S3Filesystem:
             raise IsADirectory(path)
         node.mode = stat.S_IFREG | (mode & 0o7777)
         node.uid, node.gid, node.mtime_ns = uid, gid, time.time_ns()
-        node.metadata, node.content_type, node.mtime_explicit = None, None, False
+        node.metadata, node.content_type = None, None
         node = self.inodes.add(node)
         node.lookups += 1
         if node.writer is None:
@@ -472,6 +471,8 @@ class S3Filesystem:
     async def flush(self, fh: int) -> None:
         node = self._handles[fh].node
         if node.writer is not None:
+            if node.writer.dirty:
+                node.writer.set_meta(self._write_meta(node))  # rides if not created yet
             await node.writer.flush()
             self._published(node)
 
@@ -541,7 +542,6 @@ class S3Filesystem:
             node.gid = gid
         if mtime_ns is not None:
             node.mtime_ns = mtime_ns
-            node.mtime_explicit = True
         meta_changed = any(v is not None for v in (mode, uid, gid, mtime_ns))
         if node.kind is Kind.DIR:
             if meta_changed and node.path:

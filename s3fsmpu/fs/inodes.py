@@ -37,7 +37,6 @@ class Node:
     etag: str | None = None
     metadata: dict[str, str] | None = None  # None: not known yet (from LIST)
     content_type: str | None = None
-    mtime_explicit: bool = False  # set by utimens: then mtime goes into metadata
     fetched_at: float = 0.0  # monotonic time the attributes came from S3
     lookups: int = 0
     open_handles: int = 0

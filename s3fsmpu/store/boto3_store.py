@@ -148,6 +148,16 @@ class Boto3Store:
         if self.upload.sse_c_key is not None:
             ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self.upload.sse_c_key}
         self._ssec = ssec
+        self._extra_cache: dict[str, dict[str, Any]] = {}
+
+    def _extra(self, operation: str) -> dict[str, Any]:
+        """The common parameters (requester pays, bucket owner, SSE-C) this operation takes."""
+        cached = self._extra_cache.get(operation)
+        if cached is None:
+            members = self.client.meta.service_model.operation_model(operation).input_shape.members
+            cached = {k: v for k, v in {**self._common, **self._ssec}.items() if k in members}
+            self._extra_cache[operation] = cached
+        return cached
 
     async def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
         def run() -> T:
@@ -159,7 +169,7 @@ class Boto3Store:
         return await trio.to_thread.run_sync(run, limiter=self.limiter)
 
     def _new_object_args(self, meta: WriteMeta) -> dict[str, Any]:
-        args: dict[str, Any] = {"Metadata": dict(meta.metadata), **self._common, **self._ssec}
+        args: dict[str, Any] = {"Metadata": dict(meta.metadata), **self._extra("PutObject")}
         if meta.content_type:
             args["ContentType"] = meta.content_type
         up = self.upload
@@ -183,7 +193,7 @@ class Boto3Store:
     async def check_bucket(self) -> None:
         def run() -> None:
             try:
-                self.client.head_bucket(Bucket=self.bucket, **self._common)
+                self.client.head_bucket(Bucket=self.bucket, **self._extra("HeadBucket"))
             except bexc.ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code in ("404", "NoSuchBucket", "NotFound"):
@@ -201,7 +211,7 @@ class Boto3Store:
             "HeadObject",
             key,
             functools.partial(
-                self.client.head_object, Bucket=self.bucket, Key=key, **self._common, **self._ssec
+                self.client.head_object, Bucket=self.bucket, Key=key, **self._extra("HeadObject")
             ),
         )
         return ObjectInfo(
@@ -221,9 +231,7 @@ class Boto3Store:
             args: dict[str, Any] = {"Range": f"bytes={start}-{end - 1}"}
             if etag:
                 args["IfMatch"] = f'"{etag}"'
-            resp = self.client.get_object(
-                Bucket=self.bucket, Key=key, **args, **self._common, **self._ssec
-            )
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **args, **self._extra("GetObject"))
             return resp["Body"].read()  # type: ignore[no-any-return]
 
         try:
@@ -242,7 +250,7 @@ class Boto3Store:
         if token:
             args["ContinuationToken"] = token
         resp = await self._call(
-            "ListObjectsV2", prefix, functools.partial(self.client.list_objects_v2, **args, **self._common)
+            "ListObjectsV2", prefix, functools.partial(self.client.list_objects_v2, **args, **self._extra("ListObjectsV2"))
         )
         objects = [
             ObjectInfo(o["Key"], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())
@@ -264,7 +272,7 @@ class Boto3Store:
         def run() -> str:
             args: dict[str, Any]
             if meta is None:
-                args = {"MetadataDirective": "COPY", **self._common}
+                args = {"MetadataDirective": "COPY", **self._extra("CopyObject")}
             else:
                 args = {"MetadataDirective": "REPLACE", **self._new_object_args(meta)}
             if self._ssec:
@@ -282,7 +290,7 @@ class Boto3Store:
         await self._call(
             "DeleteObject",
             key,
-            functools.partial(self.client.delete_object, Bucket=self.bucket, Key=key, **self._common),
+            functools.partial(self.client.delete_object, Bucket=self.bucket, Key=key, **self._extra("DeleteObject")),
         )
 
     # ---- multipart --------------------------------------------------------
@@ -304,8 +312,7 @@ class Boto3Store:
                 UploadId=upload_id,
                 PartNumber=number,
                 **self._body_args(body),
-                **self._common,
-                **self._ssec,
+                **self._extra("UploadPart"),
             )
             etag = resp.get("ETag")
             checksum = None
@@ -319,7 +326,7 @@ class Boto3Store:
         self, key: str, upload_id: str, number: int, src: str, start: int, end: int
     ) -> PartResult:
         def run() -> PartResult:
-            args: dict[str, Any] = {**self._common, **self._ssec}
+            args: dict[str, Any] = {**self._extra("UploadPartCopy")}
             if self._ssec:
                 args["CopySourceSSECustomerAlgorithm"] = "AES256"
                 args["CopySourceSSECustomerKey"] = self.upload.sse_c_key
@@ -353,9 +360,10 @@ class Boto3Store:
                 if param and p.checksum:
                     entry[param] = p.checksum
                 listed.append(entry)
-            args: dict[str, Any] = {**self._common}
-            if self._ssec and param:
-                args.update(self._ssec)
+            args: dict[str, Any] = {**self._extra("CompleteMultipartUpload")}
+            if not param:  # SSE-C headers go on Complete only when checksums are used
+                for k in self._ssec:
+                    args.pop(k, None)
             resp = self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
@@ -379,7 +387,7 @@ class Boto3Store:
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
-                **self._common,
+                **self._extra("AbortMultipartUpload"),
             ),
         )
 
@@ -394,7 +402,7 @@ class Boto3Store:
         resp = await self._call(
             "ListMultipartUploads",
             prefix,
-            functools.partial(self.client.list_multipart_uploads, **args, **self._common),
+            functools.partial(self.client.list_multipart_uploads, **args, **self._extra("ListMultipartUploads")),
         )
         uploads = [
             UploadInfo(u["Key"], u["UploadId"], u["Initiated"].timestamp())
@@ -414,8 +422,7 @@ class Boto3Store:
                     Key=key,
                     UploadId=upload_id,
                     PartNumberMarker=marker,
-                    **self._common,
-                    **self._ssec,
+                    **self._extra("ListParts"),
                 )
                 for p in resp.get("Parts", []):
                     out.append(PartInfo(p["PartNumber"], p["Size"], p["ETag"].strip('"')))
