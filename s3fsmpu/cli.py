@@ -129,6 +129,8 @@ def build_parser() -> Parser:
     f.add_argument("--gid", type=int, default=os.getgid())
     f.add_argument("--file-mode", type=_mode, default=0o644, metavar="OCTAL")
     f.add_argument("--dir-mode", type=_mode, default=0o755, metavar="OCTAL")
+    f.add_argument("--attr-timeout", type=_duration, default=10.0, metavar="DURATION",
+                   help="how long attributes and names from S3 are trusted (default 10s)")
     m.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     u = sub.add_parser("unmount", help="wait for pending uploads, then unmount")
@@ -216,6 +218,7 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         gid=args.gid,
         file_mode=args.file_mode,
         dir_mode=args.dir_mode,
+        attr_timeout=args.attr_timeout,
     )
 
 

@@ -134,7 +134,7 @@ class MountConfig:
     file_mode: int = 0o644
     dir_mode: int = 0o755
     # seconds the kernel and the mount may trust attributes and listings
-    attr_timeout: float = 1.0
+    attr_timeout: float = 10.0
     read_ahead: int = 8 << 20
 
 

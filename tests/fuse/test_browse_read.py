@@ -26,19 +26,23 @@ def put_many(s3, bucket: str, keys: list[str], body: bytes = b"x") -> None:
         list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=body), keys))
 
 
-def test_listing_2500_keys_is_complete_with_attributes(s3, bucket, mounter):
+def test_listing_2500_keys_is_complete_with_attributes(s3, bucket, mounter, proxy):
     keys = [f"many/f{i:05d}.txt" for i in range(2500)]
     put_many(s3, bucket, keys, b"12345")
     s3.put_object(Bucket=bucket, Key="many/sub/inner.bin", Body=b"z" * 10)
     s3.put_object(Bucket=bucket, Key="many/marked/", Body=b"")
-    m = mounter(bucket)
-    names = os.listdir(m.path / "many")
-    assert len(names) == 2502
-    assert set(names) == {k.split("/")[1] for k in keys} | {"sub", "marked"}
+    m = mounter(bucket, endpoint=proxy.url)
+    proxy.clear_log()
     out = subprocess.run(["ls", "-l", str(m.path / "many")], capture_output=True, text=True, check=True)
+    # readdir returns attributes: ~N/1000 LIST calls, not a HEAD per file
+    assert proxy.count("ListObjectsV2") <= 6, proxy.count("ListObjectsV2")
+    assert proxy.count("HeadObject") <= 3, proxy.count("HeadObject")
     file_lines = [line for line in out.stdout.splitlines() if line.startswith("-")]
     assert len(file_lines) == 2500
     assert all(line.split()[4] == "5" for line in file_lines)
+    names = os.listdir(m.path / "many")
+    assert len(names) == 2502
+    assert set(names) == {k.split("/")[1] for k in keys} | {"sub", "marked"}
     assert (m.path / "many" / "sub").is_dir() and (m.path / "many" / "marked").is_dir()
     assert (m.path / "many" / "f01234.txt").stat().st_size == 5
     found = subprocess.run(["find", str(m.path)], capture_output=True, text=True, check=True)
