@@ -25,8 +25,9 @@ class FileAttrs:
 
 
 def format_mtime(mtime_ns: int) -> str:
-    seconds, frac = divmod(mtime_ns, NS)
-    return f"{seconds}.{frac:09d}" if frac else str(seconds)
+    sign = "-" if mtime_ns < 0 else ""
+    seconds, frac = divmod(abs(mtime_ns), NS)
+    return f"{sign}{seconds}.{frac:09d}" if frac else f"{sign}{seconds}"
 
 
 def parse_mtime(text: str) -> int | None:
@@ -61,10 +62,11 @@ def decode(
         perm = mode & 0o7777 if mode is not None else stat.S_IMODE(default_mode)
         mode = stat.S_IFMT(default_mode) | perm
     mtime = parse_mtime(meta["mtime"]) if "mtime" in meta else None
+    meta_uid, meta_gid = _int(meta, "uid"), _int(meta, "gid")
     return FileAttrs(
         mode,
-        _int(meta, "uid") if "uid" in meta else uid,  # type: ignore[arg-type]
-        _int(meta, "gid") if "gid" in meta else gid,  # type: ignore[arg-type]
+        meta_uid if meta_uid is not None and meta_uid >= 0 else uid,
+        meta_gid if meta_gid is not None and meta_gid >= 0 else gid,
         mtime if mtime is not None else last_modified_ns,
     )
 

@@ -134,7 +134,7 @@ class S3Filesystem:
         if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
             raise NameTooLong(name)
         path = f"{parent.path}/{name}" if parent.path else name
-        if len(self.key_of(path, dir=True).encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+        if len(self.key_of(path).encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
             raise NameTooLong(path)
         return path
 
@@ -322,6 +322,8 @@ class S3Filesystem:
         self._check_writable()
         parent = self.node(parent_inode)
         path = self._child_path(parent, name)
+        if len(self.key_of(path, dir=True).encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+            raise NameTooLong(path)
         if await self._exists(path):
             raise Exists(path)
         dir_mode = stat.S_IFDIR | (mode & 0o7777)
@@ -435,17 +437,16 @@ class S3Filesystem:
         chunk = 8 << 20
         try:
             for start in range(0, node.size, chunk):
-                data = await self.store.get_range(key, start, min(node.size, start + chunk))
-                await node.writer.write(start, data)
+                data = await self.store.get_range(key, start, min(node.size, start + chunk), node.etag)
+                await node.writer.load(start, data)
         except BaseException:
             await self._drop_writer(node)
             raise
-        node.writer.plan.dirty = False  # nothing changed yet
 
     async def _drop_writer(self, node: Node) -> None:
         writer, node.writer = node.writer, None
         if writer is not None:
-            writer.plan.dirty = False
+            writer.discard()
             await writer.close()
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -507,6 +508,8 @@ class S3Filesystem:
         node = await self._resolve_or_local(path)
         if node.kind is Kind.DIR:
             raise IsADirectory(path)
+        if node.writer is not None:
+            node.writer.discard()  # still open: its upload must not bring the name back
         if node.writer is None or node.etag is not None or await self._exists_key(self.key_of(path)):
             await self.store.delete(self.key_of(path))
         self.inodes.unlink_path(path)
@@ -578,7 +581,7 @@ class S3Filesystem:
         # a closed object: one self-copy with the new metadata
         key = self.key_of(node.path)
         new_meta = self._write_meta(node)
-        await self.store.copy(key, key, new_meta)
+        node.etag = await self.store.copy(key, key, new_meta) or None
         node.metadata = dict(new_meta.metadata)
         node.fetched_at = time.monotonic()
         return self.attr(node)
@@ -589,20 +592,25 @@ class S3Filesystem:
         old_path = self._child_path(self.node(old_parent), old_name)
         new_path = self._child_path(self.node(new_parent), new_name)
         node = await self._resolve_or_local(old_path)
+        # files being written are published under their old key first, then moved
+        writing = [n for n in self.inodes.nodes() if n.writer is not None
+                   and (n.path == old_path or n.path.startswith(old_path + "/"))]
+        for n in writing:
+            if n.writer is not None and n.writer.dirty:
+                await n.writer.flush()
+                self._published(n)
         if node.kind is Kind.DIR:
             await self._rename_dir(old_path, new_path)
         else:
-            if node.writer is not None and node.writer.dirty:
-                await node.writer.flush()
-                self._published(node)
             target = self.inodes.by_path(new_path)
             if target is not None and target.kind is Kind.DIR:
                 raise IsADirectory(new_path)
-            await self.store.copy(self.key_of(old_path), self.key_of(new_path))
+            node.etag = await self.store.copy(self.key_of(old_path), self.key_of(new_path)) or None
             await self.store.delete(self.key_of(old_path))
-            if node.writer is not None:
-                node.writer.key = self.key_of(new_path)
         self.inodes.move(old_path, new_path)
+        for n in writing:
+            if n.writer is not None:
+                n.writer.key = self.key_of(n.path)
         node.fetched_at = time.monotonic()
 
     async def _rename_dir(self, old_path: str, new_path: str) -> None:

@@ -103,6 +103,7 @@ class UploadSession:
         self._started_at: float | None = None
         self._token: str | None = None
         self._creating: trio.Event | None = None
+        self.discarded = False  # unlinked while open: never published
 
     # ---- the application's side -------------------------------------------
     @property
@@ -120,9 +121,16 @@ class UploadSession:
             self.spool.write(offset, data)
             if self._started_at is None:
                 self._started_at = time.monotonic()
-            for n in ready:
-                await self._start_part(n)
+            if not self.discarded:
+                for n in ready:
+                    await self._start_part(n)
             return len(data)
+
+    async def load(self, offset: int, data: bytes) -> None:
+        """Bytes of the existing object, to be changed in place: not new, nothing uploads."""
+        async with self._lock:
+            self.spool.write(offset, data)
+            self.plan.load(offset, len(data))
 
     async def truncate(self, size: int) -> None:
         async with self._lock:
@@ -140,7 +148,7 @@ class UploadSession:
         """Make everything written so far durable in S3, or raise UploadFailed."""
         async with self._lock:
             if self.failed is None:
-                if not self.plan.dirty:
+                if not self.plan.dirty or self.discarded:
                     return
                 try:
                     await self._publish()
@@ -157,8 +165,16 @@ class UploadSession:
         try:
             await self.flush()
         finally:
+            await self._idle.wait()  # no part task may read a closed spool
+            if self.discarded and self.plan.upload_id is not None:
+                await self._abort_quietly(self.plan.upload_id)
+                self.plan.forget_upload()
             self.spool.close(delete=self.failed is None)
             self.up.sessions.discard(self)
+
+    def discard(self) -> None:
+        """The file was unlinked while open: finish nothing, abort what was started at close."""
+        self.discarded = True
 
     def set_meta(self, meta: WriteMeta) -> None:
         """New attributes ride on the upload if it has not been created yet."""
@@ -201,11 +217,20 @@ class UploadSession:
             self.up.stats.bytes_uploaded += length
             ok = True
         except S3Error as exc:
-            log.error("UploadPart %d of %r failed: %s", number, self.key, exc)
-            if self.failed is None:
-                self.failed = UploadFailed(self.key, f"part {number}: {exc}")
+            if self.plan.parts[number].version != version:
+                # written again while in flight: the body changed under its MD5.
+                # Nothing is lost; the part is not current and is sent again.
+                log.debug("UploadPart %d of %r superseded by a newer write: %s", number, self.key, exc)
+            else:
+                log.error("UploadPart %d of %r failed: %s", number, self.key, exc)
+                if self.failed is None:
+                    self.failed = UploadFailed(self.key, f"part {number}: {exc}")
         except UploadFailed as exc:
             self.failed = self.failed or exc
+        except Exception as exc:  # a part task must never take the mount down
+            log.exception("UploadPart %d of %r: unexpected error", number, self.key)
+            if self.failed is None:
+                self.failed = UploadFailed(self.key, f"part {number}: {exc!r}")
         finally:
             if not ok:
                 self.plan.part_abandoned(number)
@@ -256,6 +281,9 @@ class UploadSession:
         self._raise_if_failed()
         t0 = time.monotonic()
         if self.plan.single_put():
+            if self.plan.upload_id is not None:  # shrunk below one part after parts went up
+                await self._abort_quietly(self.plan.upload_id)
+                self.plan.forget_upload()
             await self._put_single()
             return
         for round_ in range(REPAIR_ROUNDS + 1):

@@ -56,15 +56,24 @@ class MultipartPlan:
             raise FileTooLarge(f"write beyond the largest object size ({self.schedule.max_size} bytes)")
         if length == 0:
             return []
+        touched = self.schedule.parts_touching(offset, end)
+        was_full = {n: self._full(n) for n in touched}
         self.written.add(offset, end)
         self.size = max(self.size, end)
         self.dirty = True
         ready = []
-        for n in self.schedule.parts_touching(offset, end):
+        for n in touched:
             self._state(n).version += 1
-            if self._ready_early(n):
+            # upload early when this write completed the part; a part written
+            # again later is sent at flush, not after every small write
+            if not was_full[n] and self._ready_early(n):
                 ready.append(n)
         return ready
+
+    def load(self, offset: int, length: int) -> None:
+        """Existing bytes of the object (opened to change it): known, not new."""
+        self.written.add(offset, offset + length)
+        self.size = max(self.size, offset + length)
 
     def truncate(self, size: int) -> None:
         if size > self.schedule.max_size:
@@ -114,8 +123,8 @@ class MultipartPlan:
         return [n for n, st in self.parts.items() if st.inflight]
 
     def single_put(self) -> bool:
-        """A file that never filled its first part is one PutObject."""
-        return self.upload_id is None and self.size < self.schedule.part(1).size
+        """A file smaller than its first part is one PutObject (even after a truncate)."""
+        return self.size < self.schedule.part(1).size
 
     def complete_refs(self) -> list[PartRef]:
         refs = []
@@ -154,6 +163,10 @@ class MultipartPlan:
         st = self._state(rng.number)
         up = st.uploaded
         return up is not None and up.version == st.version and up.length == rng.size
+
+    def _full(self, number: int) -> bool:
+        rng = self.schedule.part(number)
+        return self.written.covers(rng.start, rng.end)
 
     def _ready_early(self, number: int) -> bool:
         st = self._state(number)

@@ -1,0 +1,100 @@
+"""Size and duration parsing, bucket[:prefix] locations, part-size limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3fsmpu.config import (
+    S3Location,
+    UploadConfig,
+    check_part_size,
+    parse_duration,
+    parse_size,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5MiB", 5 * 2**20),
+        ("8M", 8 * 2**20),
+        ("8m", 8 * 2**20),
+        ("16777216", 16777216),
+        ("1.5G", 3 * 2**29),
+        ("5GiB", 5 * 2**30),
+        ("64KiB", 65536),
+        ("64k", 65536),
+        ("1KB", 1000),
+        ("2MB", 2_000_000),
+        ("1T", 2**40),
+        (" 8MiB ", 8 * 2**20),
+        ("0", 0),
+        ("10b", 10),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+    assert isinstance(parse_size(text), int)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "  ", "abc", "M", "5XB", "-5M", "5 M B", "0.5", "1.1K", "5MiBs", "1e6", "0x10"]
+)
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90", 90), ("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1w", 604800), ("1.5h", 5400)],
+)
+def test_parse_duration(text: str, expected: float) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "d", "1y", "-1d", "1 day", "abc", "1dd"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "bucket", "prefix"),
+    [
+        ("mybucket", "mybucket", ""),
+        ("mybucket:", "mybucket", ""),
+        ("mybucket:sub/dir", "mybucket", "sub/dir/"),
+        ("mybucket:sub/dir/", "mybucket", "sub/dir/"),
+        ("mybucket:/sub", "mybucket", "sub/"),
+        ("my.bucket-1:a", "my.bucket-1", "a/"),
+    ],
+)
+def test_location_parse(text: str, bucket: str, prefix: str) -> None:
+    loc = S3Location.parse(text)
+    assert (loc.bucket, loc.prefix) == (bucket, prefix)
+    assert S3Location.parse(str(loc)) == loc
+
+
+@pytest.mark.parametrize("text", ["", ":prefix", "bad/bucket", "has space", "-x:y"])
+def test_location_rejects_bad_bucket(text: str) -> None:
+    with pytest.raises(ValueError):
+        S3Location.parse(text)
+
+
+def test_check_part_size_limits() -> None:
+    assert check_part_size(5 * 2**20) == 5 * 2**20
+    assert check_part_size(5 * 2**30) == 5 * 2**30
+    for bad in (5 * 2**20 - 1, 5 * 2**30 + 1, 0):
+        with pytest.raises(ValueError):
+            check_part_size(bad)
+
+
+def test_upload_config_schedule_uses_part_size() -> None:
+    cfg = UploadConfig(part_size=64 << 10, min_part_size=64 << 10)
+    assert cfg.schedule().part(3).start == 128 << 10
+    assert UploadConfig().schedule().part(1).size == 8 << 20
+    assert UploadConfig().etags_are_md5
+    assert not UploadConfig(sse="aws:kms").etags_are_md5
+    assert not UploadConfig(sse_c_key=b"k" * 32).etags_are_md5
+    assert UploadConfig(sse="AES256").etags_are_md5
