@@ -43,6 +43,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
         unmounted = False
         try:
             nursery.start_soon(_terminate_on_signal)
+            nursery.start_soon(fs.pending_metadata_loop)
             log.info("mounted %s on %s", config.location, config.mountpoint)
             if ready is not None:
                 ready()

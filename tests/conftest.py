@@ -109,11 +109,12 @@ def mounter(tmp_path: Path, moto_url: str) -> Iterator[object]:
     """mounter(bucket_or_location, *options, endpoint=None) -> Mount; unmounted at teardown."""
     mounts: list[Mount] = []
 
-    def mount(location: str, *extra: str, endpoint: str | None = None) -> Mount:
+    def mount(location: str, *extra: str, endpoint: str | None = None, remount: Mount | None = None) -> Mount:
+        """With remount=M, reuse M's cache dir, as a user remounting on the same machine does."""
         n = len(mounts)
         mp = tmp_path / f"mnt{n}"
         mp.mkdir()
-        cache = tmp_path / f"cache{n}"
+        cache = remount.cache_dir if remount is not None else tmp_path / f"cache{n}"
         r = run_mount(location, mp, endpoint or moto_url, cache, *extra)
         assert r.returncode == 0, f"mount failed: {r.stderr}\n{(cache / 'mount.log').read_text() if (cache / 'mount.log').exists() else ''}"
         m = Mount(mp, cache, location.split(":")[0], list(extra))

@@ -9,6 +9,7 @@ Files being written in this mount are served from their upload session
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -32,8 +33,11 @@ from s3fsmpu.errors import (
     ReadOnly,
     S3Error,
 )
+from s3fsmpu.fs.copy import copy_object
 from s3fsmpu.fs.inodes import ROOT_INODE, InodeTable, Kind, Node
+from s3fsmpu.fs.metacache import MetadataCache
 from s3fsmpu.fs.reader import Reader
+from s3fsmpu.retry import RetryPolicy
 from s3fsmpu.store.base import Body, ObjectInfo, ObjectStore, WriteMeta
 from s3fsmpu.upload.driver import Uploader
 
@@ -41,6 +45,13 @@ log = logging.getLogger(__name__)
 
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 255
+# chmod/chown/utimens of a closed file are copied to S3 after this long, unless
+# a rename (rsync's next step) carries them in its own copy first
+PENDING_META_DELAY = 1.0
+# the mount root has no marker in a bucket mount: its attributes persist in the local cache
+ROOT_META_KEY = "\0root"
+# a directory this small is listed whole on a lookup miss, so later misses cost nothing
+SMALL_DIR = 1000
 BLOCK_SIZE = 1 << 20  # st_blksize: cp and friends pick their write size from it
 
 
@@ -88,10 +99,11 @@ class DirHandle:
     async def entry(self, index: int) -> tuple[str, Node] | None:
         while index >= len(self.entries) and not self._done:
             try:
-                batch = await self._pages.__anext__()
+                batch, _ = await self._pages.__anext__()
             except StopAsyncIteration:
                 self._done = True
                 self._add_local_pending()
+                self.fs._listings[self.node.path] = (time.monotonic(), dict(self.entries))
                 break
             for name, node in batch:
                 if name not in self._seen:
@@ -126,6 +138,20 @@ class S3Filesystem:
         self._handles: dict[int, Handle] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
+        # names of directories listed completely, and when: negative lookups cost nothing
+        self._listings: dict[str, tuple[float, dict[str, Node]]] = {}
+        self._pending_meta: dict[int, float] = {}  # inode -> when its attributes changed
+        self.metacache = MetadataCache(
+            config.cache_dir, f"{config.connection.endpoint_url}|{config.location.bucket}"
+        )
+        up = config.upload
+        self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
+        root_meta = self.metacache.get(ROOT_META_KEY, "local")
+        if root_meta:
+            root = self.node(ROOT_INODE)
+            attrs = metadata.decode(root_meta, default_mode=root.mode, uid=root.uid, gid=root.gid,
+                                    last_modified_ns=root.mtime_ns)
+            root.mode, root.uid, root.gid, root.mtime_ns = attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns
 
     # ---- paths, keys, attributes ------------------------------------------
     def _child_path(self, parent: Node, name: str) -> str:
@@ -158,9 +184,16 @@ class S3Filesystem:
         return stat.S_IFREG | self.config.file_mode
 
     def _apply_info(self, node: Node, info: ObjectInfo) -> None:
-        """Attributes from a HEAD (metadata known) or a LIST entry (metadata unknown)."""
-        if info.metadata is None and node.metadata is not None and node.etag == info.etag:
-            node.fetched_at = time.monotonic()  # same object: what we know still holds
+        """Attributes from a HEAD (metadata known) or a LIST entry (metadata from the cache)."""
+        if info.metadata is None:
+            cached = self.metacache.get(info.key, info.etag)
+            if cached is not None:
+                info = dataclasses.replace(info, metadata=cached)
+        elif node.kind is not Kind.DIR:
+            self.metacache.put(info.key, info.etag, info.metadata)
+        if node.meta_pending or (info.metadata is None and node.metadata is not None
+                                 and node.etag == info.etag):
+            node.fetched_at = time.monotonic()  # what we know is newer than S3's copy
             return
         attrs = metadata.decode(
             info.metadata,
@@ -169,10 +202,15 @@ class S3Filesystem:
             gid=self.config.gid,
             last_modified_ns=int(info.last_modified * 1e9),
         )
-        if node.kind is not Kind.DIR:
-            node.kind = Kind.SYMLINK if stat.S_ISLNK(attrs.mode) else Kind.FILE
+        mode = attrs.mode
+        if node.kind is Kind.DIR:
+            mode = stat.S_IFDIR | stat.S_IMODE(mode)
+        else:
+            if stat.S_ISDIR(mode):
+                mode = stat.S_IFREG | stat.S_IMODE(mode)
+            node.kind = Kind.SYMLINK if stat.S_ISLNK(mode) else Kind.FILE
             node.size = info.size
-        node.mode, node.uid, node.gid, node.mtime_ns = attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns
+        node.mode, node.uid, node.gid, node.mtime_ns = mode, attrs.uid, attrs.gid, attrs.mtime_ns
         node.etag = info.etag
         node.metadata = dict(info.metadata) if info.metadata is not None else None
         node.content_type = info.content_type
@@ -223,10 +261,67 @@ class S3Filesystem:
         path = self._child_path(parent, name)
         node = self.inodes.by_path(path)
         if node is None or not self._fresh(node):
-            node = await self._resolve(path)
+            node = await self._lookup_in_listing(parent.path, name, node)
         node = self.inodes.add(node)
         node.lookups += 1
         return self.attr(node)
+
+    async def _lookup_in_listing(self, dir_path: str, name: str, node: Node | None) -> Node:
+        """Answer from a fresh listing of the directory where one exists (or is cheap)."""
+        path = self._join(dir_path, name)
+        listing = self._fresh_listing(dir_path)
+        if listing is None and node is None:
+            listing = await self._list_small_dir(dir_path)
+        if listing is None:
+            return await self._resolve(path)
+        listed = listing.get(name)
+        if listed is None:
+            raise NotFound(path)
+        if listed.kind is not Kind.DIR and listed.metadata is None:
+            return await self._resolve(path)  # a HEAD tells mode, mtime, symlink
+        return listed
+
+    def _fresh_listing(self, dir_path: str) -> dict[str, Node] | None:
+        listing = self._listings.get(dir_path)
+        if listing is None or time.monotonic() - listing[0] >= self.config.attr_timeout:
+            return None
+        return listing[1]
+
+    async def _list_small_dir(self, dir_path: str) -> dict[str, Node] | None:
+        """One LIST page of the directory; a complete one becomes its listing."""
+        pages = self._list_dir(dir_path, max_keys=SMALL_DIR)
+        try:
+            batch, complete = await pages.__anext__()
+        finally:
+            await pages.aclose()
+        if not complete:
+            return None
+        entries: dict[str, Node] = {}
+        for name, child in batch:
+            entries.setdefault(name, child)
+        for child in self.inodes.nodes():  # files created here and not in S3 yet
+            if child.writer is not None and child.path.rpartition("/")[0] == dir_path:
+                entries.setdefault(child.path.rpartition("/")[2], child)
+        self._listings[dir_path] = (time.monotonic(), entries)
+        return entries
+
+    def _known_absent(self, dir_path: str, name: str) -> bool:
+        listing = self._fresh_listing(dir_path)
+        return listing is not None and name not in listing
+
+    def _listing_add(self, node: Node) -> None:
+        parent, _, name = node.path.rpartition("/")
+        listing = self._listings.get(parent)
+        if listing is not None:
+            listing[1][name] = node
+
+    def _listing_remove(self, path: str) -> None:
+        parent, _, name = path.rpartition("/")
+        listing = self._listings.get(parent)
+        if listing is not None:
+            listing[1].pop(name, None)
+        for p in [p for p in self._listings if p == path or p.startswith(path + "/")]:
+            del self._listings[p]
 
     async def getattr(self, inode: int) -> Attr:
         node = self.node(inode)
@@ -246,12 +341,14 @@ class S3Filesystem:
         self.inodes.forget(inode, count)
 
     # ---- directories ------------------------------------------------------
-    async def _list_dir(self, path: str) -> AsyncIterator[list[tuple[str, Node]]]:
+    async def _list_dir(self, path: str, max_keys: int = 1000) -> AsyncIterator[tuple[list[tuple[str, Node]], bool]]:
+        """Pages of (name, node) entries, and whether this page was the last one."""
         prefix = self.key_of(path, dir=True)
         token: str | None = None
         while True:
-            page = await self.store.list_page(prefix, delimiter="/", token=token)
+            page = await self.store.list_page(prefix, delimiter="/", token=token, max_keys=max_keys)
             batch: list[tuple[str, Node]] = []
+            new_dirs: list[Node] = []
             for p in page.prefixes:
                 name = p[len(prefix):].rstrip("/")
                 if not name or "/" in name:
@@ -261,6 +358,8 @@ class S3Filesystem:
                 if child is None or child.kind is not Kind.DIR:
                     child = self._new_node(self._join(path, name), Kind.DIR)
                     child.fetched_at = time.monotonic()
+                if child.metadata is None:
+                    new_dirs.append(child)
                 batch.append((name, child))
             for info in page.objects:
                 name = info.key[len(prefix):]
@@ -275,11 +374,36 @@ class S3Filesystem:
                 if child.writer is None and child.kind is not Kind.DIR:
                     self._apply_info(child, info)
                 batch.append((name, child))
-            batch.sort(key=lambda e: e[0])
-            yield batch
+            # a key and a key/ prefix of the same name: the file wins (it sorts first
+            # and the listing keeps the first of a name); the prefix is logged
+            names = [n for n, node in batch if node.kind is not Kind.DIR]
+            for name in set(names) & {n for n, node in batch if node.kind is Kind.DIR}:
+                log.warning("%r is both an object and a prefix: showing the object; the keys under "
+                            "%r/ are not reachable through this mount", self._join(path, name), name)
+            batch.sort(key=lambda e: (e[0], e[1].kind is Kind.DIR))
+            await self._fetch_dir_markers(new_dirs)
+            yield batch, page.next_token is None
             if page.next_token is None:
                 return
             token = page.next_token
+
+    async def _fetch_dir_markers(self, nodes: list[Node]) -> None:
+        """Mode and mtime of listed directories live in their `dir/` markers: one HEAD each."""
+        limiter = trio.CapacityLimiter(16)
+
+        async def one(node: Node) -> None:
+            async with limiter:
+                try:
+                    self._apply_info(node, await self.store.head(self.key_of(node.path, dir=True)))
+                except S3Error as exc:
+                    if exc.code != "NoSuchKey":
+                        log.warning("HeadObject of directory marker %r: %s", node.path, exc)
+                    node.metadata = {}  # no marker: the mount's defaults
+                node.fetched_at = time.monotonic()
+
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(one, node)
 
     @staticmethod
     def _join(path: str, name: str) -> str:
@@ -337,6 +461,8 @@ class S3Filesystem:
         node.fetched_at = time.monotonic()
         node = self.inodes.add(node)
         node.lookups += 1
+        self._listing_add(node)
+        self._listings[path] = (time.monotonic(), {})  # a new directory is empty
         return self.attr(node)
 
     async def _exists(self, path: str) -> bool:
@@ -360,6 +486,7 @@ class S3Filesystem:
             raise NotEmpty(path)
         await self.store.delete(prefix)
         self.inodes.unlink_path(path)
+        self._listing_remove(path)
 
     # ---- files ------------------------------------------------------------
     def _alloc_fh(self) -> int:
@@ -387,7 +514,8 @@ class S3Filesystem:
         parent = self.node(parent_inode)
         path = self._child_path(parent, name)
         existing = self.inodes.by_path(path)
-        if flags & os.O_EXCL and (existing is not None or await self._exists(path)):
+        if flags & os.O_EXCL and (existing is not None or (
+                not self._known_absent(parent.path, name) and await self._exists(path))):
             raise Exists(path)
         node = existing or self._new_node(path, Kind.FILE)
         if node.kind is Kind.DIR:
@@ -401,6 +529,7 @@ class S3Filesystem:
             self._start_writer(node)
         assert node.writer is not None
         await node.writer.truncate(0)  # a new, empty object even if nothing is written
+        self._listing_add(node)
         return self._open_handle(node, True), self.attr(node)
 
     def _open_handle(self, node: Node, writable: bool) -> int:
@@ -483,23 +612,35 @@ class S3Filesystem:
     def _published(self, node: Node) -> None:
         """After a verified upload: what the mount shows is what S3 holds."""
         assert node.writer is not None
+        if node.writer.last_etag is None:  # nothing was published (a no-op flush)
+            return
         node.size = node.writer.size
         node.metadata = dict(node.writer.meta.metadata)
-        node.etag = None  # the next HEAD/LIST tells; until then the node is fresh
+        node.etag = node.writer.last_etag
         node.fetched_at = time.monotonic()
+        self.metacache.put(node.writer.key, node.etag, node.metadata)
+        self._clear_pending(node)
 
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh)
         node = handle.node
         node.open_handles -= 1
         if node.open_handles == 0 and node.writer is not None:
-            writer, node.writer = node.writer, None
+            writer = node.writer
             try:
-                await writer.close()
-                node.size = writer.size
+                if writer.dirty and not writer.discarded:  # normally flush came first
+                    await writer.flush()
+                    self._published(node)
             except Exception as exc:  # already reported by flush; release errors are discarded by FUSE
                 log.debug("release of %r: %s", node.path, exc)
                 node.fetched_at = 0.0
+            finally:
+                node.writer = None
+                try:
+                    await writer.close()
+                except Exception as exc:
+                    log.debug("release of %r: %s", node.path, exc)
+                    node.fetched_at = 0.0
         self.inodes.drop_if_unused(node)
 
     async def unlink(self, parent_inode: int, name: str) -> None:
@@ -512,7 +653,10 @@ class S3Filesystem:
             node.writer.discard()  # still open: its upload must not bring the name back
         if node.writer is None or node.etag is not None or await self._exists_key(self.key_of(path)):
             await self.store.delete(self.key_of(path))
+        self.metacache.delete(self.key_of(path))
+        self._clear_pending(node)
         self.inodes.unlink_path(path)
+        self._listing_remove(path)
 
     async def _exists_key(self, key: str) -> bool:
         try:
@@ -525,7 +669,7 @@ class S3Filesystem:
 
     async def _resolve_or_local(self, path: str) -> Node:
         node = self.inodes.by_path(path)
-        if node is not None and node.writer is not None:
+        if node is not None and (node.writer is not None or self._fresh(node)):
             return node
         return await self._resolve(path)
 
@@ -547,9 +691,14 @@ class S3Filesystem:
             node.mtime_ns = mtime_ns
         meta_changed = any(v is not None for v in (mode, uid, gid, mtime_ns))
         if node.kind is Kind.DIR:
-            if meta_changed and node.path:
-                await self.store.put(self.key_of(node.path, dir=True), Body(0, data=b""),
-                                     WriteMeta(self._write_meta(node).metadata, "application/x-directory"))
+            if meta_changed:
+                new_meta = self._write_meta(node).metadata
+                node.metadata = dict(new_meta)
+                if node.inode == ROOT_INODE:
+                    self.metacache.put(ROOT_META_KEY, "local", new_meta)
+                if node.path or self.prefix:
+                    await self.store.put(self.key_of(node.path, dir=True), Body(0, data=b""),
+                                         WriteMeta(new_meta, "application/x-directory"))
             return self.attr(node)
         if size is not None:
             own = node.writer is None
@@ -563,12 +712,10 @@ class S3Filesystem:
             if own:  # truncate of a closed file: publish now
                 try:
                     await node.writer.flush()
+                    self._published(node)
                 finally:
                     writer, node.writer = node.writer, None
                     await writer.close()
-                node.size = size
-                node.metadata = dict(writer.meta.metadata)
-                node.fetched_at = time.monotonic()
             return self.attr(node)
         if node.writer is not None:
             node.writer.set_meta(self._write_meta(node))
@@ -578,13 +725,45 @@ class S3Filesystem:
             # the upload already started with the old metadata: publish, then copy
             await node.writer.flush()
             self._published(node)
-        # a closed object: one self-copy with the new metadata
-        key = self.key_of(node.path)
-        new_meta = self._write_meta(node)
-        node.etag = await self.store.copy(key, key, new_meta) or None
-        node.metadata = dict(new_meta.metadata)
-        node.fetched_at = time.monotonic()
+        # a closed object: one self-copy with the new metadata, soon -- or none at
+        # all if a rename comes first and carries it (rsync: utimens, chmod, rename)
+        node.meta_pending = True
+        self._pending_meta.setdefault(node.inode, time.monotonic())
         return self.attr(node)
+
+    def _clear_pending(self, node: Node) -> None:
+        node.meta_pending = False
+        self._pending_meta.pop(node.inode, None)
+
+    async def apply_pending_metadata(self, older_than: float = 0.0) -> None:
+        """Copy changed attributes of closed files to S3 (one self-copy each)."""
+        now = time.monotonic()
+        for inode, since in list(self._pending_meta.items()):
+            node = self.inodes.get(inode)
+            if node is None or not node.meta_pending:
+                self._pending_meta.pop(inode, None)
+                continue
+            if now - since < older_than or node.writer is not None:
+                continue
+            self._clear_pending(node)
+            key = self.key_of(node.path)
+            new_meta = self._write_meta(node)
+            try:
+                node.etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
+                                              etags_are_md5=self.config.upload.etags_are_md5)
+            except S3Error as exc:
+                log.error("could not store new attributes of %r: %s", key, exc)
+                node.fetched_at = 0.0  # show what S3 has
+                continue
+            node.metadata = dict(new_meta.metadata)
+            node.fetched_at = time.monotonic()
+            self.metacache.put(key, node.etag, node.metadata)
+            self.inodes.drop_if_unused(node)
+
+    async def pending_metadata_loop(self) -> None:
+        while True:
+            await trio.sleep(PENDING_META_DELAY / 2)
+            await self.apply_pending_metadata(PENDING_META_DELAY)
 
     # ---- rename, links, statfs --------------------------------------------
     async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str) -> None:
@@ -592,26 +771,50 @@ class S3Filesystem:
         old_path = self._child_path(self.node(old_parent), old_name)
         new_path = self._child_path(self.node(new_parent), new_name)
         node = await self._resolve_or_local(old_path)
-        # files being written are published under their old key first, then moved
-        writing = [n for n in self.inodes.nodes() if n.writer is not None
-                   and (n.path == old_path or n.path.startswith(old_path + "/"))]
-        for n in writing:
-            if n.writer is not None and n.writer.dirty:
-                await n.writer.flush()
-                self._published(n)
-        if node.kind is Kind.DIR:
-            await self._rename_dir(old_path, new_path)
-        else:
+        if node.kind is not Kind.DIR:
             target = self.inodes.by_path(new_path)
             if target is not None and target.kind is Kind.DIR:
                 raise IsADirectory(new_path)
-            node.etag = await self.store.copy(self.key_of(old_path), self.key_of(new_path)) or None
-            await self.store.delete(self.key_of(old_path))
+        writing = [n for n in self.inodes.nodes() if n.writer is not None
+                   and (n.path == old_path or n.path.startswith(old_path + "/"))]
+        writer = node.writer
+        if (node.kind is not Kind.DIR and writer is not None and writer.dirty
+                and writer.plan.upload_id is None and writer.failed is None):
+            # nothing of it is in an upload yet: it simply completes under the new name
+            writer.key = self.key_of(new_path)
+            if node.etag is not None:  # an earlier version is in S3 under the old name
+                await self.store.delete(self.key_of(old_path))
+                self.metacache.delete(self.key_of(old_path))
+        else:
+            # files being written are published under their old key first, then moved
+            for n in writing:
+                if n.writer is not None and n.writer.dirty:
+                    await n.writer.flush()
+                    self._published(n)
+            if node.kind is Kind.DIR:
+                await self._rename_dir(old_path, new_path)
+            else:
+                await self._rename_file(node, self.key_of(old_path), self.key_of(new_path))
         self.inodes.move(old_path, new_path)
         for n in writing:
             if n.writer is not None:
                 n.writer.key = self.key_of(n.path)
+        self._listing_remove(old_path)
+        self._listing_add(node)
         node.fetched_at = time.monotonic()
+
+    async def _rename_file(self, node: Node, old_key: str, new_key: str) -> None:
+        """One copy (carrying attributes changed since close) and one delete."""
+        meta = self._write_meta(node) if node.meta_pending else None
+        etag = await copy_object(self.store, old_key, new_key, node.size, meta, self.policy,
+                                 etags_are_md5=self.config.upload.etags_are_md5)
+        await self.store.delete(old_key)
+        self.metacache.delete(old_key)
+        if meta is not None:
+            node.metadata = dict(meta.metadata)
+            self._clear_pending(node)
+        node.etag = etag
+        self.metacache.put(new_key, etag, node.metadata)
 
     async def _rename_dir(self, old_path: str, new_path: str) -> None:
         if new_path == old_path or new_path.startswith(old_path + "/"):
@@ -627,29 +830,35 @@ class S3Filesystem:
             if any(o.key != self.key_of(new_path, dir=True) for o in page.objects):
                 raise NotEmpty(new_path)
         old_prefix, new_prefix = self.key_of(old_path, dir=True), self.key_of(new_path, dir=True)
-        keys: list[str] = []
+        objects: list[ObjectInfo] = []
         token = None
         while True:
             page = await self.store.list_page(old_prefix, delimiter=None, token=token)
-            keys.extend(o.key for o in page.objects)
+            objects.extend(page.objects)
             if page.next_token is None:
                 break
             token = page.next_token
-        if old_prefix not in keys:
-            keys.append(old_prefix)  # the new directory gets a marker either way
+        if not any(o.key == old_prefix for o in objects):
+            # the new directory gets a marker either way
             await self.store.put(old_prefix, Body(0, data=b""), WriteMeta({}, "application/x-directory"))
+            objects.append(ObjectInfo(old_prefix, 0, "", 0.0))
         # markers last, so an interrupted rename leaves both trees listable
-        keys.sort(key=lambda k: (k.endswith("/"), k))
+        objects.sort(key=lambda o: (o.key.endswith("/"), o.key))
         async with trio.open_nursery() as nursery:
             limiter = trio.CapacityLimiter(8)
 
-            async def move(key: str) -> None:
+            async def move(info: ObjectInfo) -> None:
                 async with limiter:
-                    await self.store.copy(key, new_prefix + key[len(old_prefix):])
-                    await self.store.delete(key)
+                    new_key = new_prefix + info.key[len(old_prefix):]
+                    etag = await copy_object(self.store, info.key, new_key, info.size, None, self.policy,
+                                             etags_are_md5=self.config.upload.etags_are_md5)
+                    await self.store.delete(info.key)
+                    cached = self.metacache.get(info.key, info.etag)
+                    self.metacache.delete(info.key)
+                    self.metacache.put(new_key, etag, cached)
 
-            for key in keys:
-                nursery.start_soon(move, key)
+            for info in objects:
+                nursery.start_soon(move, info)
 
     async def symlink(self, parent_inode: int, name: str, target: str, uid: int, gid: int) -> Attr:
         self._check_writable()
@@ -663,9 +872,11 @@ class S3Filesystem:
                              WriteMeta(metadata.encode(mode, uid, gid, now)))
         node = self._new_node(path, Kind.SYMLINK)
         node.mode, node.uid, node.gid, node.mtime_ns, node.size = mode, uid, gid, now, len(data)
+        node.metadata = metadata.encode(mode, uid, gid, now)
         node.fetched_at = time.monotonic()
         node = self.inodes.add(node)
         node.lookups += 1
+        self._listing_add(node)
         return self.attr(node)
 
     async def readlink(self, inode: int) -> str:
@@ -676,8 +887,9 @@ class S3Filesystem:
         return data.decode("utf-8", "surrogateescape")
 
     async def shutdown(self) -> None:
-        """Unmount: publish every file still dirty, then stop."""
+        """Unmount: publish every file still dirty and every pending attribute change."""
         if self.uploader is not None:
+            await self.apply_pending_metadata()
             for node in self.inodes.nodes():
                 if node.writer is not None:
                     writer, node.writer = node.writer, None
@@ -686,3 +898,4 @@ class S3Filesystem:
                     except Exception as exc:
                         log.error("at unmount, %s", exc)
             await self.uploader.drain()
+        self.metacache.close()

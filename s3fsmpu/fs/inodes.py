@@ -39,6 +39,7 @@ class Node:
     content_type: str | None = None
     fetched_at: float = 0.0  # monotonic time the attributes came from S3
     lookups: int = 0
+    meta_pending: bool = False  # attributes changed here, not yet copied to S3
     open_handles: int = 0
     writer: UploadSession | None = field(default=None, repr=False)
 
@@ -77,7 +78,7 @@ class InodeTable:
         self.drop_if_unused(node)
 
     def drop_if_unused(self, node: Node) -> None:
-        if node.lookups == 0 and node.open_handles == 0 and node.writer is None:
+        if node.lookups == 0 and node.open_handles == 0 and node.writer is None and not node.meta_pending:
             self._by_inode.pop(node.inode, None)
             if self._by_path.get(node.path) is node:
                 del self._by_path[node.path]

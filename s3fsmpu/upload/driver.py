@@ -104,6 +104,7 @@ class UploadSession:
         self._token: str | None = None
         self._creating: trio.Event | None = None
         self.discarded = False  # unlinked while open: never published
+        self.last_etag: str | None = None  # of the last verified publish, where known
 
     # ---- the application's side -------------------------------------------
     @property
@@ -311,6 +312,7 @@ class UploadSession:
                     self.plan.size / 1e6 / max(seconds, 1e-6),
                     f" ({outcome.reason})" if outcome.reason else "",
                 )
+                self.last_etag = expected.etag
                 self.plan.published()
                 self._started_at = None
                 return
@@ -340,7 +342,8 @@ class UploadSession:
                     raise S3Error("PutETagMismatch", self.key, f"ETag {etag} != local MD5 {md5_hex}", "PutObject")
             return etag
 
-        await retrying(send, self.up.policy, f"PutObject of {self.key!r}", self.up.note_retry)
+        etag = await retrying(send, self.up.policy, f"PutObject of {self.key!r}", self.up.note_retry)
+        self.last_etag = etag or None
         self.up.stats.completed += 1
         self.up.stats.bytes_uploaded += size
         log.info("upload completed: %r single PUT bytes=%d", self.key, size)

@@ -279,6 +279,11 @@ def test_chmod_chown_utimens_on_closed_file(tmp_path: Path) -> None:
         await env.write_file("f", data)
         a = await env.fs.lookup(ROOT, "f")
         await env.fs.setattr(a.inode, mode=0o600, uid=4242, gid=4343, mtime_ns=1_600_000_000_000_000_001)
+        # three changes, no request yet: they are coalesced into one copy
+        assert env.mem.calls["CopyObject"] == 0
+        assert (await env.fs.getattr(a.inode)).mode == stat.S_IFREG | 0o600
+        await env.fs.apply_pending_metadata()
+        assert env.mem.calls["CopyObject"] == 1
         obj = env.mem.objects["f"]
         assert obj.data == data
         assert obj.metadata["mode"] == str(stat.S_IFREG | 0o600)
@@ -289,7 +294,30 @@ def test_chmod_chown_utimens_on_closed_file(tmp_path: Path) -> None:
         assert (o.mode, o.uid, o.gid, o.mtime_ns) == (stat.S_IFREG | 0o600, 4242, 4343, 1_600_000_000_000_000_001)
         # a chmod alone keeps the mtime set before
         await env.fs.setattr(a.inode, mode=0o640)
+        await env.fs.apply_pending_metadata()
         assert env.mem.objects["f"].metadata["mtime"] == "1600000000.000000001"
+        assert env.mem.objects["f"].metadata["mode"] == str(stat.S_IFREG | 0o640)
+
+    run(tmp_path, t)
+
+
+def test_rename_carries_pending_attributes_in_its_one_copy(tmp_path: Path) -> None:
+    """rsync's sequence after close: utimens, chmod, rename -> one CopyObject, one delete."""
+    data = blob(100)
+
+    async def t(env: Env) -> None:
+        await env.write_file(".f.tmp", data)
+        a = await env.fs.lookup(ROOT, ".f.tmp")
+        await env.fs.setattr(a.inode, mtime_ns=1_500_000_000_000_000_000)
+        await env.fs.setattr(a.inode, mode=0o600)
+        await env.fs.rename(ROOT, ".f.tmp", ROOT, "f")
+        await env.fs.apply_pending_metadata()
+        assert env.mem.calls["CopyObject"] == 1 and env.mem.calls["DeleteObject"] == 1
+        assert ".f.tmp" not in env.mem.objects
+        obj = env.mem.objects["f"]
+        assert obj.data == data
+        assert obj.metadata["mode"] == str(stat.S_IFREG | 0o600)
+        assert obj.metadata["mtime"] == "1500000000"
 
     run(tmp_path, t)
 
