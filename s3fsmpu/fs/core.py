@@ -549,28 +549,17 @@ class S3Filesystem:
             if node.writer is None:
                 self._start_writer(node)
                 if not flags & os.O_TRUNC and node.size > 0:
-                    await self._hydrate(node)
+                    await self._change_in_place(node)
             if flags & os.O_TRUNC:
                 assert node.writer is not None
                 await node.writer.truncate(0)
         return self._open_handle(node, writable)
 
-    async def _hydrate(self, node: Node) -> None:
-        """Load an existing object into the new upload session, to change it in place.
-
-        Simple and correct: every byte is fetched and re-sent. Copying
-        unchanged ranges server-side is the job of the update path.
-        """
+    async def _change_in_place(self, node: Node) -> None:
+        """The existing object is the base of the new upload: unchanged parts are copied
+        server-side at flush, changed parts fetch only their own old bytes."""
         assert node.writer is not None
-        key = self.key_of(node.path)
-        chunk = 8 << 20
-        try:
-            for start in range(0, node.size, chunk):
-                data = await self.store.get_range(key, start, min(node.size, start + chunk), node.etag)
-                await node.writer.load(start, data)
-        except BaseException:
-            await self._drop_writer(node)
-            raise
+        await node.writer.set_base(self.key_of(node.path), node.etag, node.size)
 
     async def _drop_writer(self, node: Node) -> None:
         writer, node.writer = node.writer, None
@@ -582,7 +571,7 @@ class S3Filesystem:
         handle = self._handles[fh]
         node = handle.node
         if node.writer is not None:
-            return node.writer.read(offset, size)
+            return await node.writer.read(offset, size)
         if handle.reader is None or handle.reader.etag != node.etag:
             handle.reader = Reader(self.store, self.key_of(node.path), node.size, node.etag,
                                    self.config.read_ahead)
@@ -705,7 +694,7 @@ class S3Filesystem:
             if own:
                 self._start_writer(node)
                 if size > 0 and node.size > 0:
-                    await self._hydrate(node)
+                    await self._change_in_place(node)
             assert node.writer is not None
             await node.writer.truncate(size)
             node.writer.set_meta(self._write_meta(node))
@@ -779,7 +768,8 @@ class S3Filesystem:
                    and (n.path == old_path or n.path.startswith(old_path + "/"))]
         writer = node.writer
         if (node.kind is not Kind.DIR and writer is not None and writer.dirty
-                and writer.plan.upload_id is None and writer.failed is None):
+                and writer.plan.upload_id is None and writer.failed is None
+                and writer.base_key is None):
             # nothing of it is in an upload yet: it simply completes under the new name
             writer.key = self.key_of(new_path)
             if node.etag is not None:  # an earlier version is in S3 under the old name
@@ -798,7 +788,7 @@ class S3Filesystem:
         self.inodes.move(old_path, new_path)
         for n in writing:
             if n.writer is not None:
-                n.writer.key = self.key_of(n.path)
+                n.writer.retarget(self.key_of(n.path), n.etag)
         self._listing_remove(old_path)
         self._listing_add(node)
         node.fetched_at = time.monotonic()

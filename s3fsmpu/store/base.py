@@ -184,8 +184,11 @@ class ObjectStore(Protocol):
     async def upload_part(self, key: str, upload_id: str, number: int, body: Body) -> PartResult: ...
 
     async def upload_part_copy(
-        self, key: str, upload_id: str, number: int, src: str, start: int, end: int
-    ) -> PartResult: ...
+        self, key: str, upload_id: str, number: int, src: str, start: int, end: int,
+        src_etag: str | None = None,
+    ) -> PartResult:
+        """Copy bytes [start, end) of `src`; with `src_etag`, only if the source is unchanged."""
+        ...
 
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[PartRef]

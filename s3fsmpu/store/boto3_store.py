@@ -323,10 +323,13 @@ class Boto3Store:
         return await self._call("UploadPart", key, run)
 
     async def upload_part_copy(
-        self, key: str, upload_id: str, number: int, src: str, start: int, end: int
+        self, key: str, upload_id: str, number: int, src: str, start: int, end: int,
+        src_etag: str | None = None,
     ) -> PartResult:
         def run() -> PartResult:
             args: dict[str, Any] = {**self._extra("UploadPartCopy")}
+            if src_etag:
+                args["CopySourceIfMatch"] = f'"{src_etag}"'
             if self._ssec:
                 args["CopySourceSSECustomerAlgorithm"] = "AES256"
                 args["CopySourceSSECustomerKey"] = self.upload.sse_c_key

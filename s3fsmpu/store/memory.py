@@ -188,10 +188,13 @@ class MemoryStore:
         return PartResult(etag, body.checksum)
 
     async def upload_part_copy(
-        self, key: str, upload_id: str, number: int, src: str, start: int, end: int
+        self, key: str, upload_id: str, number: int, src: str, start: int, end: int,
+        src_etag: str | None = None,
     ) -> PartResult:
         await self._op("UploadPartCopy")
         obj = self._object(src, "UploadPartCopy")
+        if src_etag is not None and src_etag != obj.etag:
+            raise S3Error("PreconditionFailed", key, "copy source changed", "UploadPartCopy", 412)
         up = self._upload(key, upload_id, "UploadPartCopy")
         if end > len(obj.data) or start >= end:
             raise S3Error("InvalidRange", key, "bad copy range", "UploadPartCopy", 416)

@@ -50,6 +50,7 @@ class UploadStats:
     repaired: int = 0
     settled_by_head: int = 0
     parts_uploaded: int = 0
+    parts_copied: int = 0
     bytes_uploaded: int = 0
     recovery_files: list[str] = field(default_factory=list)
 
@@ -105,6 +106,10 @@ class UploadSession:
         self._creating: trio.Event | None = None
         self.discarded = False  # unlinked while open: never published
         self.last_etag: str | None = None  # of the last verified publish, where known
+        # the object unwritten ranges come from (update of an existing object, or
+        # writing on after a flush): copied server-side or fetched by ranged GET
+        self.base_key: str | None = None
+        self.base_etag: str | None = None
 
     # ---- the application's side -------------------------------------------
     @property
@@ -127,11 +132,32 @@ class UploadSession:
                     await self._start_part(n)
             return len(data)
 
-    async def load(self, offset: int, data: bytes) -> None:
-        """Bytes of the existing object, to be changed in place: not new, nothing uploads."""
+    async def set_base(self, key: str, etag: str | None, size: int) -> None:
+        """Change existing object `key` in place: nothing is fetched until it is needed."""
         async with self._lock:
-            self.spool.write(offset, data)
-            self.plan.load(offset, len(data))
+            self.base_key, self.base_etag = key, etag
+            self.plan.set_base(size)
+            self.spool.truncate(size)
+
+    async def _ensure_loaded(self, start: int, end: int) -> None:
+        """Fetch the base bytes of [start, end) that are not in the spool (caller holds the lock)."""
+        for s, e in self.plan.missing_base(start, end):
+            assert self.base_key is not None
+            base_key, etag = self.base_key, self.base_etag
+            data = await retrying(
+                lambda: self.up.store.get_range(base_key, s, e, etag), self.up.policy,
+                f"GetObject {base_key!r} bytes {s}-{e}", self.up.note_retry,
+            )
+            if len(data) != e - s:
+                raise S3Error("ShortRead", base_key, f"got {len(data)} of {e - s} bytes", "GetObject")
+            self.spool.write(s, data)
+            self.plan.load(s, len(data))
+
+    def retarget(self, new_key: str, base_etag: str | None = None) -> None:
+        """The file was renamed; an earlier version of it moved along with it."""
+        if self.base_key == self.key:
+            self.base_key, self.base_etag = new_key, base_etag
+        self.key = new_key
 
     async def truncate(self, size: int) -> None:
         async with self._lock:
@@ -139,10 +165,12 @@ class UploadSession:
             self.plan.truncate(size)
             self.spool.truncate(size)
 
-    def read(self, offset: int, size: int) -> bytes:
-        """What was written, for reads of a file still being written in this mount."""
-        size = max(0, min(size, self.plan.size - offset))
-        data = self.spool.read(offset, size)
+    async def read(self, offset: int, size: int) -> bytes:
+        """What the file holds now, for reads of a file open for writing in this mount."""
+        async with self._lock:
+            size = max(0, min(size, self.plan.size - offset))
+            await self._ensure_loaded(offset, offset + size)
+            data = self.spool.read(offset, size)
         return data.ljust(size, b"\0")
 
     async def flush(self) -> None:
@@ -193,6 +221,45 @@ class UploadSession:
             self._part_finished()
             raise
         self.up.nursery.start_soon(self._send_part, number, rng.start, rng.size, version, reserved)
+
+    async def _start_copy(self, number: int) -> None:
+        """An unchanged part: copied from the base object, no bytes sent, no budget held."""
+        rng, version = self.plan.begin_part(number)
+        self._inflight += 1
+        self._idle = trio.Event()
+        self.up.nursery.start_soon(self._copy_part, number, rng.start, rng.end, version)
+
+    async def _copy_part(self, number: int, start: int, end: int, version: int) -> None:
+        ok = False
+        try:
+            async with self.up.limiter:
+                upload_id = await self._ensure_created()
+                assert self.base_key is not None
+                base_key, base_etag = self.base_key, self.base_etag
+                res = await retrying(
+                    lambda: self.up.store.upload_part_copy(self.key, upload_id, number, base_key,
+                                                           start, end, base_etag),
+                    self.up.policy, f"UploadPartCopy {number} of {self.key!r}", self.up.note_retry,
+                )
+            if res.etag is None:
+                raise S3Error("NoETag", self.key, f"UploadPartCopy {number} answered without an ETag")
+            self.plan.part_uploaded(number, version, end - start, res.etag, res.etag, res.checksum)
+            self.up.stats.parts_copied += 1
+            ok = True
+        except S3Error as exc:
+            log.error("UploadPartCopy %d of %r failed: %s", number, self.key, exc)
+            if self.failed is None:
+                self.failed = UploadFailed(self.key, f"copy of part {number}: {exc}")
+        except UploadFailed as exc:
+            self.failed = self.failed or exc
+        except Exception as exc:  # a part task must never take the mount down
+            log.exception("UploadPartCopy %d of %r: unexpected error", number, self.key)
+            if self.failed is None:
+                self.failed = UploadFailed(self.key, f"copy of part {number}: {exc!r}")
+        finally:
+            if not ok:
+                self.plan.part_abandoned(number)
+            self._part_finished()
 
     async def _send_part(self, number: int, start: int, length: int, version: int, reserved: int) -> None:
         ok = False
@@ -285,12 +352,18 @@ class UploadSession:
             if self.plan.upload_id is not None:  # shrunk below one part after parts went up
                 await self._abort_quietly(self.plan.upload_id)
                 self.plan.forget_upload()
+            await self._ensure_loaded(0, self.plan.size)
             await self._put_single()
             return
         for round_ in range(REPAIR_ROUNDS + 1):
             upload_id = await self._ensure_created()
             for n in self.plan.parts_to_send_at_flush():
-                await self._start_part(n)
+                if self.base_key is not None and self.plan.copyable(n):
+                    await self._start_copy(n)
+                else:
+                    rng = self.plan.schedule.part(n)
+                    await self._ensure_loaded(rng.start, rng.end)
+                    await self._start_part(n)
             await self._idle.wait()
             self._raise_if_failed()
             refs = self.plan.complete_refs()
@@ -313,7 +386,7 @@ class UploadSession:
                     f" ({outcome.reason})" if outcome.reason else "",
                 )
                 self.last_etag = expected.etag
-                self.plan.published()
+                self._rebase()
                 self._started_at = None
                 return
             if outcome.verdict is Verdict.FAILED:
@@ -344,11 +417,16 @@ class UploadSession:
 
         etag = await retrying(send, self.up.policy, f"PutObject of {self.key!r}", self.up.note_retry)
         self.last_etag = etag or None
+        self._rebase()
         self.up.stats.completed += 1
         self.up.stats.bytes_uploaded += size
         log.info("upload completed: %r single PUT bytes=%d", self.key, size)
-        self.plan.published()
         self._started_at = None
+
+    def _rebase(self) -> None:
+        """What was just published is the base of whatever is written next."""
+        self.plan.published()
+        self.base_key, self.base_etag = self.key, self.last_etag
 
     # ---- failure ----------------------------------------------------------
     def _raise_if_failed(self) -> None:
@@ -365,6 +443,12 @@ class UploadSession:
             await self._abort_quietly(self.plan.upload_id)
             self.plan.forget_upload()
         assert self.failed is not None
+        if self.base_key is not None:  # an update: make the kept file the whole intended content
+            try:
+                await self._ensure_loaded(0, self.plan.size)
+            except S3Error as exc:
+                log.error("could not fetch the unchanged bytes of %r for the recovery file: %s "
+                          "(it holds only the changed ranges)", self.key, exc)
         try:
             path = self.spool.keep(self.up.recovery_dir, self.plan.size)
             self.failed.recovery_path = path

@@ -10,6 +10,12 @@ again after (or while) it uploads is uploaded again, and a part number is
 never sent twice at once. At flush, every part up to the file size that
 has no current upload is sent (holes are zeros), then Complete lists
 them all in ascending order from this record, never from ListParts.
+
+An update of an existing object (or writing on after a flush) has a base:
+bytes [0, base_size) equal the base object wherever they were not written.
+A part never written since (version 0) lying within the base is copied
+server-side (UploadPartCopy) instead of sent; a part partly written is
+completed from the base with a ranged GET of just its missing bytes.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class MultipartPlan:
         self.parts: dict[int, PartState] = {}
         self.upload_id: str | None = None
         self.dirty = False
+        self.base_size = 0  # bytes [0, base_size) are the base object's unless written
 
     # ---- what the application did -----------------------------------------
     def write(self, offset: int, length: int) -> list[int]:
@@ -79,6 +86,8 @@ class MultipartPlan:
         if size > self.schedule.max_size:
             raise FileTooLarge(f"size beyond the largest object size ({self.schedule.max_size} bytes)")
         lo, hi = sorted((size, self.size))
+        # base bytes cut off are gone for good: growing again gives zeros, not them
+        self.base_size = min(self.base_size, size)
         # the bytes between are now defined: zeros when growing, gone when shrinking
         self.written.truncate(lo)
         if size > lo:
@@ -142,6 +151,42 @@ class MultipartPlan:
             md5s.append(up.md5_hex)
         return multipart_etag(md5s)
 
+    def set_base(self, size: int) -> None:
+        """The object is now `size` bytes of a base object; nothing is written since."""
+        self.base_size = size
+        self.size = size
+        self.parts.clear()
+        self.upload_id = None
+        self.dirty = False
+
+    def copyable(self, number: int) -> bool:
+        """Never written since the base, and all of its range is base bytes."""
+        st = self._state(number)
+        rng = self._final_range(number)
+        return st.version == 0 and rng.end <= self.base_size and rng.size > 0
+
+    def missing_base(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Sub-ranges of [start, end) that are base bytes not present locally."""
+        end = min(end, self.base_size)
+        if end <= start:
+            return []
+        gaps, pos = [], start
+        for s, e in self.written.ranges():
+            if e <= pos:
+                continue
+            if s >= end:
+                break
+            if s > pos:
+                gaps.append((pos, s))
+            pos = max(pos, e)
+        if pos < end:
+            gaps.append((pos, end))
+        return gaps
+
+    def _final_range(self, number: int) -> PartRange:
+        rng = self.schedule.part(number)
+        return PartRange(number, rng.start, min(rng.end, self.size)) if rng.end > self.size else rng
+
     def forget_upload(self) -> None:
         """The upload is finished or lost: its parts cannot be listed in another one."""
         self.upload_id = None
@@ -149,8 +194,8 @@ class MultipartPlan:
             st.uploaded = None
 
     def published(self) -> None:
-        self.forget_upload()
-        self.dirty = False
+        """The object in S3 is now exactly what was written: it is the new base."""
+        self.set_base(self.size)
 
     # ---- helpers ----------------------------------------------------------
     def _state(self, number: int) -> PartState:

@@ -328,8 +328,6 @@ def test_write_after_flush_continues_the_object(tmp_path: Path) -> None:
     run(tmp_path, t)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6: the completed prefix is re-sent with UploadPart, "
-                   "not copied server-side with UploadPartCopy yet")
 def test_write_after_flush_does_not_resend_the_prefix(tmp_path: Path) -> None:
     """SPEC: writing on after a flush copies the completed prefix server-side."""
     first = blob(6 * PART, 1)
