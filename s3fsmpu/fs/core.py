@@ -52,6 +52,9 @@ PENDING_META_DELAY = 1.0
 ROOT_META_KEY = "\0root"
 # a directory this small is listed whole on a lookup miss, so later misses cost nothing
 SMALL_DIR = 1000
+# "no such name" from a listing is trusted this long at most: a file another
+# client creates shows up within it, while rsync's misses still cost nothing
+NEGATIVE_TTL = 2.0
 BLOCK_SIZE = 1 << 20  # st_blksize: cp and friends pick their write size from it
 
 
@@ -275,15 +278,22 @@ class S3Filesystem:
         if listing is None:
             return await self._resolve(path)
         listed = listing.get(name)
+        if listed is None and self._fresh_listing(dir_path, NEGATIVE_TTL) is None:
+            # too old to say "no such name": list again (one request for the whole directory)
+            listing = await self._list_small_dir(dir_path)
+            if listing is None:
+                return await self._resolve(path)
+            listed = listing.get(name)
         if listed is None:
             raise NotFound(path)
         if listed.kind is not Kind.DIR and listed.metadata is None:
             return await self._resolve(path)  # a HEAD tells mode, mtime, symlink
         return listed
 
-    def _fresh_listing(self, dir_path: str) -> dict[str, Node] | None:
+    def _fresh_listing(self, dir_path: str, ttl: float | None = None) -> dict[str, Node] | None:
         listing = self._listings.get(dir_path)
-        if listing is None or time.monotonic() - listing[0] >= self.config.attr_timeout:
+        ttl = self.config.attr_timeout if ttl is None else min(ttl, self.config.attr_timeout)
+        if listing is None or time.monotonic() - listing[0] >= ttl:
             return None
         return listing[1]
 
@@ -306,7 +316,7 @@ class S3Filesystem:
         return entries
 
     def _known_absent(self, dir_path: str, name: str) -> bool:
-        listing = self._fresh_listing(dir_path)
+        listing = self._fresh_listing(dir_path, NEGATIVE_TTL)
         return listing is not None and name not in listing
 
     def _listing_add(self, node: Node) -> None:

@@ -213,8 +213,9 @@ def test_request_counts_for_rsync_of_100_small_files(s3, bucket, mounter, proxy,
     assert first.get("CopyObject", 0) <= 100
     assert first.get("DeleteObject", 0) <= 100
     assert first.get("HeadObject", 0) <= 5
-    assert first.get("ListObjectsV2", 0) <= 5
-    assert sum(first.values()) <= 320
+    # one LIST answers every miss for 2 s (NEGATIVE_TTL): a slow run lists again
+    assert first.get("ListObjectsV2", 0) <= 20
+    assert sum(first.values()) <= 330
     # second run: nothing to transfer, and no request per file
     assert sum(second.values()) <= 5, second
     for i in range(100):
@@ -226,3 +227,13 @@ def test_request_counts_for_rsync_of_100_small_files(s3, bucket, mounter, proxy,
     after_remount = {op: proxy.count(op) for op in {r.op for r in proxy.log}}
     assert sum(after_remount.values()) <= 5, after_remount
     assert m2.path.exists()
+
+
+def test_file_created_by_another_client_shows_up_quickly(s3, bucket, mounter):
+    m = mounter(bucket)
+    assert not (m.path / "later").exists()  # a miss: the directory is listed
+    s3.put_object(Bucket=bucket, Key="later", Body=b"from elsewhere")
+    import time
+
+    time.sleep(2.5)  # NEGATIVE_TTL
+    assert (m.path / "later").read_bytes() == b"from elsewhere"
