@@ -135,7 +135,7 @@ class MountConfig:
     dir_mode: int = 0o755
     # seconds the kernel and the mount may trust attributes and listings
     attr_timeout: float = 10.0
-    read_ahead: int = 8 << 20
+    read_ahead: int = 32 << 20
 
 
 def check_part_size(size: int) -> int:

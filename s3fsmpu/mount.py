@@ -38,7 +38,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
     os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
     async with trio.open_nursery() as nursery:
         uploader = None if config.read_only else Uploader(store, config.upload, config.cache_dir, nursery)
-        fs = S3Filesystem(store, config, uploader)
+        fs = S3Filesystem(store, config, uploader, nursery)
         pyfuse3.init(FuseOperations(fs), config.mountpoint, fuse_options(config))
         unmounted = False
         try:

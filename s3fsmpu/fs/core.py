@@ -127,10 +127,13 @@ class DirHandle:
 
 
 class S3Filesystem:
-    def __init__(self, store: ObjectStore, config: MountConfig, uploader: Uploader | None) -> None:
+    def __init__(self, store: ObjectStore, config: MountConfig, uploader: Uploader | None,
+                 nursery: trio.Nursery | None = None) -> None:
         self.store = store
         self.config = config
         self.uploader = uploader
+        # background tasks: read-ahead prefetch (uploads have the uploader's)
+        self.nursery = nursery or (uploader.nursery if uploader is not None else None)
         self.prefix = config.location.prefix
         self.inodes = InodeTable()
         now = time.time_ns()
@@ -582,9 +585,11 @@ class S3Filesystem:
         node = handle.node
         if node.writer is not None:
             return await node.writer.read(offset, size)
-        if handle.reader is None or handle.reader.etag != node.etag:
+        if handle.reader is None or handle.reader.etag != node.etag or handle.reader.size != node.size:
+            if handle.reader is not None:
+                handle.reader.close()
             handle.reader = Reader(self.store, self.key_of(node.path), node.size, node.etag,
-                                   self.config.read_ahead)
+                                   self.config.read_ahead, self.nursery)
         return await handle.reader.read(offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -622,6 +627,8 @@ class S3Filesystem:
 
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh)
+        if handle.reader is not None:
+            handle.reader.close()
         node = handle.node
         node.open_handles -= 1
         if node.open_handles == 0 and node.writer is not None:

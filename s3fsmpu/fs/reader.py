@@ -1,73 +1,116 @@
-"""Reads of one open file: ranged GETs with a sequential read-ahead window.
+"""Reads of one open file: ranged GETs, with parallel prefetch for sequential readers.
 
-A read that continues where the last one ended doubles the window (up to
-`max_window`); a seek resets it, so random reads fetch only what they ask
-for. The window is fetched as parallel ranged GETs of `chunk` bytes.
-Memory per handle is bounded by one window.
+The object is seen as fixed chunks. While reads stay sequential, the window
+of chunks fetched ahead of the reader doubles (2 chunks up to
+`max_window`), and those chunks download in parallel in background tasks,
+so the next reads find their bytes already there. A seek far from the
+stream resets the window; random reads fetch only the bytes they ask for.
+Chunks behind the reader are dropped: memory per open file is bounded by
+the window plus one chunk.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
 import trio
 
+from s3fsmpu.errors import S3Error
 from s3fsmpu.store.base import ObjectStore
 
-MIN_WINDOW = 128 << 10
+log = logging.getLogger(__name__)
+
+CHUNK = 4 << 20
+# a read this close to where the last one ended still counts as sequential
+# (the kernel sends read-ahead requests slightly out of order)
+NEAR = 2 << 20
+
+
+@dataclass
+class _Chunk:
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes = b""
+    error: BaseException | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 class Reader:
     def __init__(
         self, store: ObjectStore, key: str, size: int, etag: str | None, max_window: int,
-        chunk: int = 4 << 20,
+        nursery: trio.Nursery | None = None, chunk: int = CHUNK,
     ) -> None:
         self.store = store
         self.key = key
         self.size = size
         self.etag = etag
-        self.max_window = max(max_window, MIN_WINDOW)
         self.chunk = chunk
-        self._buf = b""
-        self._buf_start = 0
-        self._next_expected = 0
-        self._window = MIN_WINDOW
+        self.max_chunks = max(2, max_window // chunk)
+        self.nursery = nursery
+        self._chunks: dict[int, _Chunk] = {}
+        self._next = 0  # where the last read ended
+        self._window = 0  # chunks ahead; 0 = not streaming
 
     async def read(self, offset: int, size: int) -> bytes:
         if offset >= self.size or size <= 0:
             return b""
-        size = min(size, self.size - offset)
-        buf_end = self._buf_start + len(self._buf)
-        sequential = offset == self._next_expected
-        self._next_expected = offset + size
-        if self._buf_start <= offset and offset + size <= buf_end:
-            return self._slice(offset, size)
+        end = min(self.size, offset + size)
+        sequential = abs(offset - self._next) <= NEAR
+        self._next = end
         if sequential:
-            self._window = min(self._window * 2, self.max_window)
+            self._window = min(self.max_chunks, max(2, self._window * 2))
         else:
-            self._window = MIN_WINDOW
-        start = offset
-        # keep what is already buffered at the start of the request
-        head = b""
-        if self._buf_start <= offset < buf_end:
-            head = self._slice(offset, buf_end - offset)
-            start = buf_end
-        end = min(self.size, max(offset + size, start + (self._window if sequential else 0)))
-        data = head + await self._fetch(start, end)
-        self._buf, self._buf_start = data, offset
-        return data[:size]
+            self._window = 0
+        first, last = offset // self.chunk, (end - 1) // self.chunk
+        if not sequential and not all(i in self._chunks for i in range(first, last + 1)):
+            self._drop(lambda i: True)
+            return await self._get(offset, end)  # random access: only what was asked
+        self._drop(lambda i: i < first or i > last + self._window)
+        for i in range(first, min(last + self._window, (self.size - 1) // self.chunk) + 1):
+            if i not in self._chunks:
+                self._start(i)
+        pieces = []
+        for i in range(first, last + 1):
+            c = self._chunks[i]
+            if self.nursery is None and not c.done.is_set():  # no background tasks: fetch now
+                await self._fill(c, i * self.chunk, min(self.size, (i + 1) * self.chunk))
+            await c.done.wait()
+            if c.error is not None:
+                self._chunks.pop(i, None)
+                raise c.error
+            lo = max(offset, i * self.chunk) - i * self.chunk
+            hi = min(end, (i + 1) * self.chunk) - i * self.chunk
+            pieces.append(c.data[lo:hi])
+        return b"".join(pieces)
 
-    def _slice(self, offset: int, size: int) -> bytes:
-        i = offset - self._buf_start
-        return self._buf[i : i + size]
+    def close(self) -> None:
+        self._drop(lambda i: True)
 
-    async def _fetch(self, start: int, end: int) -> bytes:
-        if end - start <= self.chunk:
-            return await self.store.get_range(self.key, start, end, self.etag)
-        pieces: dict[int, bytes] = {}
+    def _drop(self, which) -> None:  # type: ignore[no-untyped-def]
+        for i in [i for i in self._chunks if which(i)]:
+            self._chunks.pop(i).scope.cancel()
 
-        async def one(s: int, e: int) -> None:
-            pieces[s] = await self.store.get_range(self.key, s, e, self.etag)
+    def _start(self, index: int) -> None:
+        c = self._chunks[index] = _Chunk()
+        start = index * self.chunk
+        if self.nursery is not None:
+            self.nursery.start_soon(self._fill, c, start, min(self.size, start + self.chunk))
 
-        async with trio.open_nursery() as nursery:
-            for s in range(start, end, self.chunk):
-                nursery.start_soon(one, s, min(end, s + self.chunk))
-        return b"".join(pieces[s] for s in sorted(pieces))
+    async def _fill(self, c: _Chunk, start: int, end: int) -> None:
+        with c.scope:
+            try:
+                c.data = await self._get(start, end)
+            except S3Error as exc:
+                c.error = exc
+            except Exception as exc:  # a fetch task must never take the mount down
+                log.exception("prefetch of %r bytes %d-%d failed", self.key, start, end)
+                c.error = exc
+        if c.scope.cancelled_caught and c.error is None and not c.data:
+            c.error = S3Error("Cancelled", self.key, "prefetch dropped", "GetObject")
+        c.done.set()
+
+    async def _get(self, start: int, end: int) -> bytes:
+        data = await self.store.get_range(self.key, start, end, self.etag)
+        if len(data) != end - start:
+            raise S3Error("ShortRead", self.key, f"got {len(data)} of {end - start} bytes", "GetObject")
+        return data
