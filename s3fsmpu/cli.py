@@ -9,6 +9,7 @@ relays its one-line error), so a failed mount exits non-zero in seconds.
 from __future__ import annotations
 
 import argparse
+import re
 import dataclasses
 import base64
 import binascii
@@ -36,6 +37,7 @@ from s3fsmpu.config import (
     parse_size,
 )
 from s3fsmpu.errors import S3Error
+from s3fsmpu.runtime import pid_file, socket_path
 
 log = logging.getLogger("s3fsmpu")
 READY_TIMEOUT = 60.0
@@ -133,7 +135,14 @@ def build_parser() -> Parser:
     f.add_argument("--dir-mode", type=_mode, default=0o755, metavar="OCTAL")
     f.add_argument("--attr-timeout", type=_duration, default=10.0, metavar="DURATION",
                    help="how long attributes and names from S3 are trusted (default 10s)")
+    m.add_argument("--metrics-addr", metavar="HOST:PORT",
+                   help="serve Prometheus text metrics on http://HOST:PORT/metrics")
     m.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+    st = sub.add_parser("status", help="uploads in flight, retries, failures, memory, totals of a mount")
+    st.add_argument("mountpoint", metavar="MOUNTPOINT")
+    st.add_argument("--json", action="store_true", help="JSON for scripts (with --watch: one document a line)")
+    st.add_argument("--watch", action="store_true", help="refresh every second until interrupted")
 
     u = sub.add_parser("unmount", help="wait for pending uploads, then unmount")
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -183,6 +192,8 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         part_size = check_part_size(args.part_size)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if args.metrics_addr is not None and not re.fullmatch(r"[\w.\-]*:\d{1,5}", args.metrics_addr):
+        raise UserError(f"--metrics-addr must be HOST:PORT, not {args.metrics_addr!r}")
     if args.upload_concurrency < 1:
         raise UserError("--upload-concurrency must be at least 1")
     if args.max_memory < part_size:
@@ -257,11 +268,6 @@ def describe(exc: S3Error, endpoint: str | None, bucket: str) -> str:
 
 
 # ---- commands ----------------------------------------------------------------
-def pid_file(mountpoint: str) -> str:
-    run_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/s3fsmpu-{os.getuid()}"
-    os.makedirs(os.path.join(run_dir, "s3fsmpu"), mode=0o700, exist_ok=True)
-    name = os.path.realpath(mountpoint).strip("/").replace("/", "_") or "root"
-    return os.path.join(run_dir, "s3fsmpu", name + ".pid")
 
 
 def cmd_mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -354,7 +360,7 @@ def _run_foreground(args: argparse.Namespace, config: MountConfig) -> int:
             report("OK")
 
         try:
-            trio.run(serve, config, store, ready)
+            trio.run(serve, config, store, ready, args.metrics_addr)
         finally:
             try:
                 os.unlink(pidf)
@@ -389,14 +395,14 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        waited = 0.0
+        last_report = time.monotonic()
         while _alive(pid):
             if deadline is not None and time.monotonic() > deadline:
                 raise UserError(f"{mountpoint}: uploads still pending after {args.timeout:.0f} s")
             time.sleep(0.1)
-            waited += 0.1
-            if waited >= 5 and int(waited * 10) % 50 == 0:
-                sys.stderr.write(f"s3fsmpu: waiting for pending uploads on {mountpoint}...\n")
+            if time.monotonic() - last_report >= 2:
+                last_report = time.monotonic()
+                sys.stderr.write(f"s3fsmpu: {_pending(mountpoint)}\n")
         return 0
     if not _is_fuse_mount(mountpoint):
         raise UserError(f"{mountpoint} is not an s3fsmpu mount")
@@ -404,6 +410,31 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     if result.returncode != 0:
         raise UserError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "unmount failed")
     return 0
+
+
+def _pending(mountpoint: str) -> str:
+    from s3fsmpu.control import query
+
+    try:
+        status = query(socket_path(mountpoint), timeout=1)
+    except (OSError, ValueError):
+        return f"waiting for {mountpoint} to finish its uploads..."
+    ups = status["uploads"]
+    left = sum(max(0, u["bytes_written"] - u["bytes_sent"]) for u in ups)
+    return (f"waiting for {len(ups)} upload(s) to finish: {left / (1 << 20):.1f} MiB left to send"
+            + "".join(f"\n  {u['key']}: {u['bytes_sent'] >> 20}/{u['bytes_written'] >> 20} MiB" for u in ups))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from s3fsmpu.status_cmd import run_status
+
+    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        return run_status(socket_path(mountpoint), args.json, args.watch)
+    except (ConnectionRefusedError, FileNotFoundError):
+        raise UserError(f"no s3fsmpu mount answers on {mountpoint}") from None
+    except OSError as exc:
+        raise UserError(f"cannot ask the mount on {mountpoint}: {exc.strerror or exc}") from None
 
 
 def _alive(pid: int) -> bool:
@@ -451,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_unmount(args)
         if args.command == "uploads":
             return cmd_uploads(args)
+        if args.command == "status":
+            return cmd_status(args)
     except UserError as exc:
         sys.stderr.write(f"s3fsmpu: {exc}\n")
         return 1

@@ -7,6 +7,7 @@ unmount leaves no incomplete multipart upload behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,6 +17,9 @@ import pyfuse3
 import trio
 
 from s3fsmpu.config import MountConfig
+from s3fsmpu.control import serve_control
+from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
+from s3fsmpu.runtime import socket_path
 from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fuse_ops import FuseOperations
 from s3fsmpu.store.base import ObjectStore
@@ -34,10 +38,27 @@ def fuse_options(config: MountConfig) -> set[str]:
     return opts
 
 
-async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], None] | None = None) -> None:
+def empty_snapshot(max_memory: int) -> dict[str, object]:
+    totals = dict.fromkeys(("completed", "failed", "retries", "repaired", "settled_by_head",
+                            "completed_after_retry", "parts_uploaded", "parts_copied", "bytes_uploaded"), 0)
+    return {"uploads": [], "buffered_bytes": 0, "max_memory": max_memory, "failures": [], "totals": totals}
+
+
+async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], None] | None = None,
+                metrics_addr: str | None = None) -> None:
     os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
+    metrics = Metrics()
+    store = InstrumentedStore(store, metrics)  # type: ignore[assignment]
     async with trio.open_nursery() as nursery:
         uploader = None if config.read_only else Uploader(store, config.upload, config.cache_dir, nursery)
+
+        def snapshot() -> dict[str, object]:
+            return uploader.snapshot() if uploader else empty_snapshot(config.upload.max_memory)
+
+        await nursery.start(serve_control, socket_path(config.mountpoint), snapshot)
+        if metrics_addr:
+            await nursery.start(serve_metrics, metrics_addr, lambda: metrics.render(snapshot()))
+        nursery.start_soon(_dump_on_sigusr1, snapshot)
         fs = S3Filesystem(store, config, uploader, nursery)
         pyfuse3.init(FuseOperations(fs), config.mountpoint, fuse_options(config))
         unmounted = False
@@ -61,6 +82,12 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
                 stats.completed, stats.failed, stats.retries, stats.repaired,
                 stats.settled_by_head, stats.bytes_uploaded,
             )
+
+
+async def _dump_on_sigusr1(snapshot: Callable[[], dict[str, object]]) -> None:
+    with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+        async for _ in signals:
+            log.info("state: %s", json.dumps(snapshot()))
 
 
 async def _terminate_on_signal() -> None:

@@ -49,6 +49,7 @@ class UploadStats:
     retries: int = 0
     repaired: int = 0
     settled_by_head: int = 0
+    completed_after_retry: int = 0
     parts_uploaded: int = 0
     parts_copied: int = 0
     bytes_uploaded: int = 0
@@ -78,6 +79,41 @@ class Uploader:
 
     def note_retry(self, _exc: S3Error) -> None:
         self.stats.retries += 1
+
+    def snapshot(self) -> dict[str, object]:
+        """What `s3fsmpu status` shows: uploads in flight, failures, memory, totals."""
+        now = time.monotonic()
+        uploads = []
+        for s in sorted(self.sessions, key=lambda s: s.key):
+            if not (s.dirty or s._inflight or s.failed):
+                continue
+            age = now - s.opened_at
+            uploads.append({
+                "key": s.key,
+                "upload_id": s.plan.upload_id,
+                "bytes_written": s.plan.size,
+                "bytes_sent": s.bytes_sent,
+                "parts_done": s.plan.parts_done(),
+                "parts_in_flight": len(s.plan.inflight()),
+                "parts_so_far": s.plan.parts_so_far(),
+                "mb_per_s": round(s.bytes_sent / 1e6 / age, 2) if age > 0 else 0.0,
+                "age_s": round(age, 1),
+                "state": "failed" if s.failed else ("retrying" if s.retrying else "uploading"),
+                "recovery_file": s.failed.recovery_path if s.failed else None,
+            })
+        st = self.stats
+        return {
+            "uploads": uploads,
+            "buffered_bytes": self.budget.used,
+            "max_memory": self.budget.total,
+            "failures": list(st.recovery_files),
+            "totals": {
+                "completed": st.completed, "failed": st.failed, "retries": st.retries,
+                "repaired": st.repaired, "settled_by_head": st.settled_by_head,
+                "completed_after_retry": st.completed_after_retry, "parts_uploaded": st.parts_uploaded,
+                "parts_copied": st.parts_copied, "bytes_uploaded": st.bytes_uploaded,
+            },
+        }
 
     async def drain(self) -> None:
         """At unmount: publish whatever is still dirty; failures are logged, not raised."""
@@ -110,6 +146,9 @@ class UploadSession:
         # writing on after a flush): copied server-side or fetched by ranged GET
         self.base_key: str | None = None
         self.base_etag: str | None = None
+        self.opened_at = time.monotonic()
+        self.bytes_sent = 0
+        self.retrying = False  # a request of this upload is waiting to be retried
 
     # ---- the application's side -------------------------------------------
     @property
@@ -146,7 +185,7 @@ class UploadSession:
             base_key, etag = self.base_key, self.base_etag
             data = await retrying(
                 lambda: self.up.store.get_range(base_key, s, e, etag), self.up.policy,
-                f"GetObject {base_key!r} bytes {s}-{e}", self.up.note_retry,
+                f"GetObject {base_key!r} bytes {s}-{e}", self._on_retry,
             )
             if len(data) != e - s:
                 raise S3Error("ShortRead", base_key, f"got {len(data)} of {e - s} bytes", "GetObject")
@@ -239,7 +278,7 @@ class UploadSession:
                 res = await retrying(
                     lambda: self.up.store.upload_part_copy(self.key, upload_id, number, base_key,
                                                            start, end, base_etag),
-                    self.up.policy, f"UploadPartCopy {number} of {self.key!r}", self.up.note_retry,
+                    self.up.policy, f"UploadPartCopy {number} of {self.key!r}", self._on_retry,
                 )
             if res.etag is None:
                 raise S3Error("NoETag", self.key, f"UploadPartCopy {number} answered without an ETag")
@@ -278,11 +317,12 @@ class UploadSession:
                     return res.etag or md5_hex, res.checksum
 
                 etag, checksum = await retrying(
-                    send, self.up.policy, f"UploadPart {number} of {self.key!r}", self.up.note_retry
+                    send, self.up.policy, f"UploadPart {number} of {self.key!r}", self._on_retry
                 )
             self.plan.part_uploaded(number, version, length, etag, md5_hex, checksum)
             self.up.stats.parts_uploaded += 1
             self.up.stats.bytes_uploaded += length
+            self.bytes_sent += length
             ok = True
         except S3Error as exc:
             if self.plan.parts[number].version != version:
@@ -325,7 +365,7 @@ class UploadSession:
                     lambda: self.up.store.create_multipart(self.key, meta),
                     self.up.policy,
                     f"CreateMultipartUpload of {self.key!r}",
-                    self.up.note_retry,
+                    self._on_retry,
                 )
                 self.up.stats.started += 1
                 log.info("upload started: %r upload_id=%s", self.key, self.plan.upload_id)
@@ -373,10 +413,11 @@ class UploadSession:
                 self._token,
             )
             outcome = await complete_upload(
-                self.up.store, self.key, upload_id, refs, expected, self.up.policy, self.up.note_retry
+                self.up.store, self.key, upload_id, refs, expected, self.up.policy, self._on_retry
             )
             if outcome.verdict is Verdict.DONE:
                 self.up.stats.completed += 1
+                self.up.stats.completed_after_retry += outcome.retries > 0
                 self.up.stats.settled_by_head += outcome.settled_by_head
                 seconds = time.monotonic() - (self._started_at or t0)
                 log.info(
@@ -415,7 +456,7 @@ class UploadSession:
                     raise S3Error("PutETagMismatch", self.key, f"ETag {etag} != local MD5 {md5_hex}", "PutObject")
             return etag
 
-        etag = await retrying(send, self.up.policy, f"PutObject of {self.key!r}", self.up.note_retry)
+        etag = await retrying(send, self.up.policy, f"PutObject of {self.key!r}", self._on_retry)
         self.last_etag = etag or None
         self._rebase()
         self.up.stats.completed += 1
@@ -423,10 +464,15 @@ class UploadSession:
         log.info("upload completed: %r single PUT bytes=%d", self.key, size)
         self._started_at = None
 
+    def _on_retry(self, exc: S3Error) -> None:
+        self.retrying = True
+        self.up.note_retry(exc)
+
     def _rebase(self) -> None:
         """What was just published is the base of whatever is written next."""
         self.plan.published()
         self.base_key, self.base_etag = self.key, self.last_etag
+        self.retrying = False
 
     # ---- failure ----------------------------------------------------------
     def _raise_if_failed(self) -> None:

@@ -128,6 +128,12 @@ class MultipartPlan:
             if not self._state(r.number).inflight and not self._current(r)
         ]
 
+    def parts_done(self) -> int:
+        return sum(1 for n in self.parts if self._current(self._final_range(n)))
+
+    def parts_so_far(self) -> int:
+        return len(self.schedule.parts_for_size(self.size))
+
     def inflight(self) -> list[int]:
         return [n for n, st in self.parts.items() if st.inflight]
 
