@@ -1,7 +1,7 @@
 """Reads of one open file: ranged GETs, with parallel prefetch for sequential readers.
 
 The object is seen as fixed chunks. While reads stay sequential, the window
-of chunks fetched ahead of the reader doubles (2 chunks up to
+of chunks fetched ahead of the reader doubles (1 chunk up to
 `max_window`), and those chunks download in parallel in background tasks,
 so the next reads find their bytes already there. A seek far from the
 stream resets the window; random reads fetch only the bytes they ask for.
@@ -45,27 +45,31 @@ class Reader:
         self.size = size
         self.etag = etag
         self.chunk = chunk
-        self.max_chunks = max(2, max_window // chunk)
+        self.max_chunks = max(1, max_window // chunk)
         self.nursery = nursery
         self._chunks: dict[int, _Chunk] = {}
         self._next = 0  # where the last read ended
+        self._reads = 0
         self._window = 0  # chunks ahead; 0 = not streaming
 
     async def read(self, offset: int, size: int) -> bytes:
         if offset >= self.size or size <= 0:
             return b""
         end = min(self.size, offset + size)
-        sequential = abs(offset - self._next) <= NEAR
+        # the first read proves nothing: a file-type sniff reads 4 KiB and leaves
+        sequential = self._reads > 0 and abs(offset - self._next) <= NEAR
+        self._reads += 1
         self._next = end
         if sequential:
-            self._window = min(self.max_chunks, max(2, self._window * 2))
+            self._window = min(self.max_chunks, max(1, self._window * 2))
         else:
             self._window = 0
         first, last = offset // self.chunk, (end - 1) // self.chunk
         if not sequential and not all(i in self._chunks for i in range(first, last + 1)):
             self._drop(lambda i: True)
             return await self._get(offset, end)  # random access: only what was asked
-        self._drop(lambda i: i < first or i > last + self._window)
+        # one chunk behind stays: the kernel's read-ahead requests arrive slightly out of order
+        self._drop(lambda i: i < first - 1 or i > last + self._window)
         for i in range(first, min(last + self._window, (self.size - 1) // self.chunk) + 1):
             if i not in self._chunks:
                 self._start(i)
