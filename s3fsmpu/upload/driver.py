@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -259,90 +260,78 @@ class UploadSession:
             self.plan.part_abandoned(number)
             self._part_finished()
             raise
-        self.up.nursery.start_soon(self._send_part, number, rng.start, rng.size, version, reserved)
+        self.up.nursery.start_soon(self._run_part, number, version, "UploadPart", reserved,
+                                   lambda: self._send_part(number, rng.start, rng.size, version))
 
     async def _start_copy(self, number: int) -> None:
         """An unchanged part: copied from the base object, no bytes sent, no budget held."""
         rng, version = self.plan.begin_part(number)
         self._inflight += 1
         self._idle = trio.Event()
-        self.up.nursery.start_soon(self._copy_part, number, rng.start, rng.end, version)
+        self.up.nursery.start_soon(self._run_part, number, version, "UploadPartCopy", 0,
+                                   lambda: self._copy_part(number, rng.start, rng.end, version))
 
     async def _copy_part(self, number: int, start: int, end: int, version: int) -> None:
+        upload_id = await self._ensure_created()
+        assert self.base_key is not None
+        base_key, base_etag = self.base_key, self.base_etag
+        res = await retrying(
+            lambda: self.up.store.upload_part_copy(self.key, upload_id, number, base_key, start, end, base_etag),
+            self.up.policy, f"UploadPartCopy {number} of {self.key!r}", self._on_retry,
+        )
+        if res.etag is None:
+            raise S3Error("NoETag", self.key, f"UploadPartCopy {number} answered without an ETag")
+        self.plan.part_uploaded(number, version, end - start, res.etag, res.etag, res.checksum)
+        self.up.stats.parts_copied += 1
+
+    async def _send_part(self, number: int, start: int, length: int, version: int) -> None:
+        upload_id = await self._ensure_created()
+        body, md5_hex = await trio.to_thread.run_sync(
+            digest_slice, self.spool.fd, start, length, self.up.config.checksum_algorithm
+        )
+
+        async def send() -> tuple[str, str | None]:
+            res = await self.up.store.upload_part(self.key, upload_id, number, body)
+            if self.up.config.etags_are_md5 and res.etag != md5_hex:
+                raise S3Error("PartETagMismatch", self.key,
+                              f"part {number} ETag {res.etag} != local MD5 {md5_hex}", "UploadPart")
+            return res.etag or md5_hex, res.checksum
+
+        etag, checksum = await retrying(send, self.up.policy, f"UploadPart {number} of {self.key!r}",
+                                        self._on_retry)
+        self.plan.part_uploaded(number, version, length, etag, md5_hex, checksum)
+        self.up.stats.parts_uploaded += 1
+        self.up.stats.bytes_uploaded += length
+        self.bytes_sent += length
+
+    async def _run_part(self, number: int, version: int, what: str, reserved: int,
+                        work: Callable[[], Awaitable[None]]) -> None:
+        """One part request under the concurrency limit; its failure fails the upload, never the mount."""
         ok = False
         try:
             async with self.up.limiter:
-                upload_id = await self._ensure_created()
-                assert self.base_key is not None
-                base_key, base_etag = self.base_key, self.base_etag
-                res = await retrying(
-                    lambda: self.up.store.upload_part_copy(self.key, upload_id, number, base_key,
-                                                           start, end, base_etag),
-                    self.up.policy, f"UploadPartCopy {number} of {self.key!r}", self._on_retry,
-                )
-            if res.etag is None:
-                raise S3Error("NoETag", self.key, f"UploadPartCopy {number} answered without an ETag")
-            self.plan.part_uploaded(number, version, end - start, res.etag, res.etag, res.checksum)
-            self.up.stats.parts_copied += 1
-            ok = True
-        except S3Error as exc:
-            log.error("UploadPartCopy %d of %r failed: %s", number, self.key, exc)
-            if self.failed is None:
-                self.failed = UploadFailed(self.key, f"copy of part {number}: {exc}")
-        except UploadFailed as exc:
-            self.failed = self.failed or exc
-        except Exception as exc:  # a part task must never take the mount down
-            log.exception("UploadPartCopy %d of %r: unexpected error", number, self.key)
-            if self.failed is None:
-                self.failed = UploadFailed(self.key, f"copy of part {number}: {exc!r}")
-        finally:
-            if not ok:
-                self.plan.part_abandoned(number)
-            self._part_finished()
-
-    async def _send_part(self, number: int, start: int, length: int, version: int, reserved: int) -> None:
-        ok = False
-        try:
-            async with self.up.limiter:
-                upload_id = await self._ensure_created()
-                body, md5_hex = await trio.to_thread.run_sync(
-                    digest_slice, self.spool.fd, start, length, self.up.config.checksum_algorithm
-                )
-
-                async def send() -> tuple[str, str | None]:
-                    res = await self.up.store.upload_part(self.key, upload_id, number, body)
-                    if self.up.config.etags_are_md5 and res.etag != md5_hex:
-                        raise S3Error("PartETagMismatch", self.key,
-                                      f"part {number} ETag {res.etag} != local MD5 {md5_hex}", "UploadPart")
-                    return res.etag or md5_hex, res.checksum
-
-                etag, checksum = await retrying(
-                    send, self.up.policy, f"UploadPart {number} of {self.key!r}", self._on_retry
-                )
-            self.plan.part_uploaded(number, version, length, etag, md5_hex, checksum)
-            self.up.stats.parts_uploaded += 1
-            self.up.stats.bytes_uploaded += length
-            self.bytes_sent += length
+                await work()
             ok = True
         except S3Error as exc:
             if self.plan.parts[number].version != version:
                 # written again while in flight: the body changed under its MD5.
                 # Nothing is lost; the part is not current and is sent again.
-                log.debug("UploadPart %d of %r superseded by a newer write: %s", number, self.key, exc)
+                log.debug("%s %d of %r superseded by a newer write: %s", what, number, self.key, exc)
             else:
-                log.error("UploadPart %d of %r failed: %s", number, self.key, exc)
+                log.error("%s %d of %r failed: %s", what, number, self.key, exc)
                 if self.failed is None:
-                    self.failed = UploadFailed(self.key, f"part {number}: {exc}")
+                    self.failed = UploadFailed(self.key, f"{what} {number}: {exc}")
         except UploadFailed as exc:
             self.failed = self.failed or exc
         except Exception as exc:  # a part task must never take the mount down
-            log.exception("UploadPart %d of %r: unexpected error", number, self.key)
+            log.exception("%s %d of %r: unexpected error", what, number, self.key)
             if self.failed is None:
-                self.failed = UploadFailed(self.key, f"part {number}: {exc!r}")
+                self.failed = UploadFailed(self.key, f"{what} {number}: {exc!r}")
         finally:
             if not ok:
                 self.plan.part_abandoned(number)
-            self.up.budget.release(reserved)
+            if reserved:
+                self.up.budget.release(reserved)
             self._part_finished()
 
     def _part_finished(self) -> None:
