@@ -153,3 +153,21 @@ def to_errno(exc: BaseException) -> int:
         # local spool I/O (disk full shows as ENOSPC)
         return exc.errno
     return errno.EIO
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+    """The error to report from a nursery's group: the first of ours, else the first at all.
+
+    trio nurseries raise ExceptionGroups; callers (and the errno table) expect one error.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, S3FSError)), leaves[0])

@@ -12,7 +12,7 @@ import uuid
 
 import trio
 
-from s3fsmpu.errors import S3Error, UploadFailed
+from s3fsmpu.errors import S3Error, UploadFailed, first_error
 from s3fsmpu.retry import RetryPolicy, retrying
 from s3fsmpu.store.base import ObjectStore, PartRef, WriteMeta
 from s3fsmpu.store.memory import multipart_etag
@@ -64,9 +64,12 @@ async def copy_object(
                     raise S3Error("NoETag", dst, f"UploadPartCopy {number} answered without an ETag")
                 refs[number] = PartRef(number, res.etag, res.checksum)
 
-        async with trio.open_nursery() as nursery:
-            for number, start, end in ranges:
-                nursery.start_soon(one, number, start, end)
+        try:
+            async with trio.open_nursery() as nursery:
+                for number, start, end in ranges:
+                    nursery.start_soon(one, number, start, end)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from group
         ordered = [refs[n] for n, _, _ in ranges]
         expected = Expected(size, multipart_etag([r.etag for r in ordered]) if token is None else None, token)
         outcome = await complete_upload(store, dst, upload_id, ordered, expected, policy)

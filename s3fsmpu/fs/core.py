@@ -24,6 +24,7 @@ from s3fsmpu import meta as metadata
 from s3fsmpu.config import MountConfig
 from s3fsmpu.errors import (
     Exists,
+    first_error,
     InvalidArgument,
     IsADirectory,
     NameTooLong,
@@ -32,6 +33,7 @@ from s3fsmpu.errors import (
     NotFound,
     ReadOnly,
     S3Error,
+    S3FSError,
 )
 from s3fsmpu.fs.copy import copy_object
 from s3fsmpu.fs.inodes import ROOT_INODE, InodeTable, Kind, Node
@@ -757,7 +759,7 @@ class S3Filesystem:
             try:
                 node.etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
                                               etags_are_md5=self.config.upload.etags_are_md5)
-            except S3Error as exc:
+            except S3FSError as exc:  # S3Error, or a failed multipart copy
                 log.error("could not store new attributes of %r: %s", key, exc)
                 node.fetched_at = 0.0  # show what S3 has
                 continue
@@ -850,22 +852,26 @@ class S3Filesystem:
             await self.store.put(old_prefix, Body(0, data=b""), WriteMeta({}, "application/x-directory"))
             objects.append(ObjectInfo(old_prefix, 0, "", 0.0))
         # markers last, so an interrupted rename leaves both trees listable
-        objects.sort(key=lambda o: (o.key.endswith("/"), o.key))
-        async with trio.open_nursery() as nursery:
-            limiter = trio.CapacityLimiter(8)
+        limiter = trio.CapacityLimiter(8)
+        for batch in ([o for o in objects if not o.key.endswith("/")],
+                      [o for o in objects if o.key.endswith("/")]):
+            try:
+                async with trio.open_nursery() as nursery:
+                    for info in batch:
+                        nursery.start_soon(self._move_key, info, old_prefix, new_prefix, limiter)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from group
 
-            async def move(info: ObjectInfo) -> None:
-                async with limiter:
-                    new_key = new_prefix + info.key[len(old_prefix):]
-                    etag = await copy_object(self.store, info.key, new_key, info.size, None, self.policy,
-                                             etags_are_md5=self.config.upload.etags_are_md5)
-                    await self.store.delete(info.key)
-                    cached = self.metacache.get(info.key, info.etag)
-                    self.metacache.delete(info.key)
-                    self.metacache.put(new_key, etag, cached)
-
-            for info in objects:
-                nursery.start_soon(move, info)
+    async def _move_key(self, info: ObjectInfo, old_prefix: str, new_prefix: str,
+                        limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            new_key = new_prefix + info.key[len(old_prefix):]
+            etag = await copy_object(self.store, info.key, new_key, info.size, None, self.policy,
+                                     etags_are_md5=self.config.upload.etags_are_md5)
+            await self.store.delete(info.key)
+            cached = self.metacache.get(info.key, info.etag)
+            self.metacache.delete(info.key)
+            self.metacache.put(new_key, etag, cached)
 
     async def symlink(self, parent_inode: int, name: str, target: str, uid: int, gid: int) -> Attr:
         self._check_writable()

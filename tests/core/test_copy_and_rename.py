@@ -1,0 +1,67 @@
+"""Server-side copies above CopyObject's limit, and renames that need no copy at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from s3fsmpu.errors import S3Error
+from s3fsmpu.fs.copy import copy_object
+from s3fsmpu.retry import RetryPolicy
+from s3fsmpu.store.base import Body, WriteMeta
+from s3fsmpu.store.faults import FaultyStore
+from s3fsmpu.store.memory import MemoryStore
+from tests.core.harness import PART, ROOT, Env, blob, run
+
+FAST = RetryPolicy(3, 0.001, 0.01)
+
+
+def test_copy_above_the_limit_is_a_verified_multipart_copy():
+    async def main() -> None:
+        store = MemoryStore(min_part_size=1000)
+        data = blob(10_500, 3)
+        await store.put("src", Body(len(data), data=data), WriteMeta({"mode": "33188"}, "text/plain"))
+        etag = await copy_object(store, "src", "dst", len(data), None, FAST, limit=4000, part_size=3000)
+        assert store.calls["CopyObject"] == 0 and store.calls["UploadPartCopy"] == 4
+        dst = store.objects["dst"]
+        assert dst.data == data and dst.etag == etag and etag.endswith("-4")
+        assert dst.metadata == {"mode": "33188"} and dst.content_type == "text/plain"
+        await copy_object(store, "src", "small", len(data), WriteMeta({"a": "b"}), FAST, limit=20_000)
+        assert store.calls["CopyObject"] == 1 and store.objects["small"].metadata == {"a": "b"}
+
+    trio.run(main)
+
+
+def test_failed_multipart_copy_is_aborted_and_leaves_no_object():
+    async def main() -> None:
+        mem = MemoryStore(min_part_size=1000)
+        store = FaultyStore(mem)
+        data = blob(9000, 4)
+        await mem.put("src", Body(len(data), data=data), WriteMeta())
+        store.fail("upload_part_copy", S3Error("AccessDenied"), nth=2)
+        try:
+            await copy_object(store, "src", "dst", len(data), None, FAST, limit=4000, part_size=3000)
+        except S3Error as exc:
+            assert exc.code == "AccessDenied"
+        else:
+            raise AssertionError("the copy should have failed")
+        assert "dst" not in mem.objects and mem.uploads == {}
+        assert mem.objects["src"].data == data
+
+    trio.run(main)
+
+
+def test_rename_of_a_file_not_yet_uploading_needs_no_copy(tmp_path: Path) -> None:
+    data = blob(PART // 2, 5)
+
+    async def t(env: Env) -> None:
+        fh = await env.create("draft")
+        await env.fs.write(fh, 0, data)
+        await env.fs.rename(ROOT, "draft", ROOT, "final")
+        await env.fs.flush(fh)
+        await env.fs.release(fh)
+        assert env.mem.calls["CopyObject"] == 0 and env.mem.calls["DeleteObject"] == 0
+        assert env.mem.objects["final"].data == data and "draft" not in env.mem.objects
+
+    run(tmp_path, t)
