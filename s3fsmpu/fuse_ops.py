@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
-from s3fsmpu.errors import NotFound, S3Error, S3FSError, UploadFailed, to_errno
+from s3fsmpu.errors import NotFound, S3Error, S3FSError, UploadFailed, first_error, to_errno
 from s3fsmpu.fs.core import Attr, S3Filesystem
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ def _errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except UploadFailed as exc:
             # already logged once at ERROR by the upload driver
+            raise pyfuse3.FUSEError(to_errno(exc)) from None
+        except BaseExceptionGroup as group:  # from a nursery: report its first error of ours
+            exc = first_error(group)
+            if not isinstance(exc, (S3FSError, OSError)):
+                raise
+            log.warning("%s failed: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(to_errno(exc)) from None
         except (S3Error, S3FSError, OSError) as exc:
             code = to_errno(exc)
