@@ -120,7 +120,7 @@ class DirHandle:
         """Files created in this mount and not yet in S3 are listed too."""
         base = self.node.path + "/" if self.node.path else ""
         for node in self.fs.inodes.nodes():
-            if node.writer is None or not node.path.startswith(base):
+            if node.writer is None or node.unlinked or not node.path.startswith(base):
                 continue
             name = node.path[len(base):]
             if name and "/" not in name and name not in self._seen:
@@ -149,6 +149,7 @@ class S3Filesystem:
         # names of directories listed completely, and when: negative lookups cost nothing
         self._listings: dict[str, tuple[float, dict[str, Node]]] = {}
         self._pending_meta: dict[int, float] = {}  # inode -> when its attributes changed
+        self._moved_etags: dict[str, str | None] = {}  # new key -> ETag, during a directory rename
         self.metacache = MetadataCache(
             config.cache_dir, f"{config.connection.endpoint_url}|{config.location.bucket}"
         )
@@ -315,7 +316,7 @@ class S3Filesystem:
         for name, child in batch:
             entries.setdefault(name, child)
         for child in self.inodes.nodes():  # files created here and not in S3 yet
-            if child.writer is not None and child.path.rpartition("/")[0] == dir_path:
+            if child.writer is not None and not child.unlinked and child.path.rpartition("/")[0] == dir_path:
                 entries.setdefault(child.path.rpartition("/")[2], child)
         self._listings[dir_path] = (time.monotonic(), entries)
         return entries
@@ -609,8 +610,8 @@ class S3Filesystem:
         if node.writer is not None:
             if node.writer.dirty:
                 node.writer.set_meta(self._write_meta(node))  # rides if not created yet
-            await node.writer.flush()
-            self._published(node)
+            if await node.writer.flush():
+                self._published(node)
 
     async def fsync(self, fh: int) -> None:
         await self.flush(fh)
@@ -618,10 +619,17 @@ class S3Filesystem:
     def _published(self, node: Node) -> None:
         """After a verified upload: what the mount shows is what S3 holds."""
         assert node.writer is not None
-        if node.writer.last_etag is None:  # nothing was published (a no-op flush)
+        if node.writer.last_etag is None or node.writer.discarded:
             return
         node.size = node.writer.size
-        node.metadata = dict(node.writer.meta.metadata)
+        # what S3 holds: the metadata sent at Create/PUT (a multipart upload's is fixed
+        # when it starts), so listings, HEADs and other mounts all agree
+        sent = dict(node.writer.sent_meta.metadata)
+        attrs = metadata.decode(sent, default_mode=node.mode, uid=node.uid, gid=node.gid,
+                                last_modified_ns=node.mtime_ns)
+        if not node.meta_pending:
+            node.mode, node.uid, node.gid, node.mtime_ns = attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns
+        node.metadata = sent
         node.etag = node.writer.last_etag
         node.fetched_at = time.monotonic()
         self.metacache.put(node.writer.key, node.etag, node.metadata)
@@ -636,8 +644,7 @@ class S3Filesystem:
         if node.open_handles == 0 and node.writer is not None:
             writer = node.writer
             try:
-                if writer.dirty and not writer.discarded:  # normally flush came first
-                    await writer.flush()
+                if writer.dirty and not writer.discarded and await writer.flush():  # normally flush came first
                     self._published(node)
             except Exception as exc:  # already reported by flush; release errors are discarded by FUSE
                 log.debug("release of %r: %s", node.path, exc)
@@ -719,8 +726,8 @@ class S3Filesystem:
             node.writer.set_meta(self._write_meta(node))
             if own:  # truncate of a closed file: publish now
                 try:
-                    await node.writer.flush()
-                    self._published(node)
+                    if await node.writer.flush():
+                        self._published(node)
                 finally:
                     writer, node.writer = node.writer, None
                     await writer.close()
@@ -731,8 +738,8 @@ class S3Filesystem:
                 node.writer.plan.dirty = True  # rides along with the pending upload
                 return self.attr(node)
             # the upload already started with the old metadata: publish, then copy
-            await node.writer.flush()
-            self._published(node)
+            if await node.writer.flush():
+                self._published(node)
         # a closed object: one self-copy with the new metadata, soon -- or none at
         # all if a rename comes first and carries it (rsync: utimens, chmod, rename)
         node.meta_pending = True
@@ -785,6 +792,9 @@ class S3Filesystem:
                 raise IsADirectory(new_path)
         writing = [n for n in self.inodes.nodes() if n.writer is not None
                    and (n.path == old_path or n.path.startswith(old_path + "/"))]
+        replaced = self.inodes.by_path(new_path)
+        if replaced is not None and replaced is not node and replaced.writer is not None:
+            replaced.writer.discard()  # its name now belongs to the renamed file
         writer = node.writer
         if (node.kind is not Kind.DIR and writer is not None and writer.dirty
                 and writer.plan.upload_id is None and writer.failed is None
@@ -797,8 +807,7 @@ class S3Filesystem:
         else:
             # files being written are published under their old key first, then moved
             for n in writing:
-                if n.writer is not None and n.writer.dirty:
-                    await n.writer.flush()
+                if n.writer is not None and n.writer.dirty and await n.writer.flush():
                     self._published(n)
             if node.kind is Kind.DIR:
                 await self._rename_dir(old_path, new_path)
@@ -806,8 +815,10 @@ class S3Filesystem:
                 await self._rename_file(node, self.key_of(old_path), self.key_of(new_path))
         self.inodes.move(old_path, new_path)
         for n in writing:
+            n.etag = self._moved_etags.pop(self.key_of(n.path), n.etag)
             if n.writer is not None:
                 n.writer.retarget(self.key_of(n.path), n.etag)
+        self._moved_etags.clear()
         self._listing_remove(old_path)
         self._listing_add(node)
         node.fetched_at = time.monotonic()
@@ -868,6 +879,7 @@ class S3Filesystem:
             new_key = new_prefix + info.key[len(old_prefix):]
             etag = await copy_object(self.store, info.key, new_key, info.size, None, self.policy,
                                      etags_are_md5=self.config.upload.etags_are_md5)
+            self._moved_etags[new_key] = etag
             await self.store.delete(info.key)
             cached = self.metacache.get(info.key, info.etag)
             self.metacache.delete(info.key)

@@ -43,6 +43,14 @@ class Node:
     open_handles: int = 0
     writer: UploadSession | None = field(default=None, repr=False)
 
+    @property
+    def unlinked(self) -> bool:
+        """Its name was removed while it was still open or referenced."""
+        return self.path.startswith("\0")
+
+
+UNLINKED = "\0deleted\0"
+
 
 class InodeTable:
     def __init__(self) -> None:
@@ -87,7 +95,7 @@ class InodeTable:
         """The name is gone; the inode lives on while referenced."""
         node = self._by_path.pop(path, None)
         if node is not None:
-            node.path = "\0deleted\0" + path
+            node.path = UNLINKED + path
 
     def move(self, old: str, new: str) -> None:
         """Rename `old` (and, for a directory, everything below it) to `new`."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from s3fsmpu.errors import S3Error
-from s3fsmpu.retry import RetryPolicy
+from s3fsmpu.retry import RetryPolicy, retrying
 from s3fsmpu.store.base import ObjectStore, PartRef
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ async def complete_upload(
                                retries=attempt - 1)
             if attempt > 1 and (exc.code in AMBIGUOUS_ON_RETRY or exc.transient):
                 # an earlier attempt may have completed the upload
-                if await _settle(store, key, expected):
+                if await _settle(store, key, expected, policy):
                     return Outcome(Verdict.DONE, f"settled by HeadObject after {exc.code}", True, attempt - 1)
             if exc.code in REPAIR_CODES:
                 return Outcome(Verdict.REPAIR, f"{exc.code} on Complete", retries=attempt - 1)
@@ -115,7 +115,7 @@ async def complete_upload(
             return Outcome(Verdict.DONE, retries=attempt - 1)
         # 200 without an ETag, or with one we did not expect: ask what is there
         why = "no ETag in the answer" if result.etag is None else f"unexpected ETag {result.etag}"
-        if await _settle(store, key, expected):
+        if await _settle(store, key, expected, policy):
             return Outcome(Verdict.DONE, f"settled by HeadObject ({why})", True, attempt - 1)
         if result.etag is not None:
             log.error("Complete of %r answered ETag %s, expected %s: re-uploading", key, result.etag, expected.etag)
@@ -124,14 +124,16 @@ async def complete_upload(
         if on_retry is not None:
             on_retry(S3Error("EmptyAnswer", key, why, "CompleteMultipartUpload"))
     # attempts exhausted
-    if await _settle(store, key, expected):
+    if await _settle(store, key, expected, policy):
         return Outcome(Verdict.DONE, "settled by HeadObject after retries", True, attempt)
     return Outcome(Verdict.FAILED, f"Complete failed after {attempt} attempts: {last}", retries=attempt)
 
 
-async def _settle(store: ObjectStore, key: str, expected: Expected) -> bool:
+async def _settle(store: ObjectStore, key: str, expected: Expected, policy: RetryPolicy) -> bool:
+    """HeadObject is idempotent: a transient failure of it is retried, not taken as "not ours"."""
     try:
-        return await object_is_ours(store, key, expected)
+        return await retrying(lambda: object_is_ours(store, key, expected), policy,
+                              f"HeadObject of {key!r} to settle Complete")
     except S3Error as exc:
         log.warning("HeadObject of %r to settle Complete failed: %s", key, exc)
         return False

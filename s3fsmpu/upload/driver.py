@@ -142,6 +142,7 @@ class UploadSession:
         self._token: str | None = None
         self._creating: trio.Event | None = None
         self.discarded = False  # unlinked while open: never published
+        self.sent_meta: WriteMeta = meta  # the metadata the last Create/PUT carried
         self.last_etag: str | None = None  # of the last verified publish, where known
         # the object unwritten ranges come from (update of an existing object, or
         # writing on after a flush): copied server-side or fetched by ranged GET
@@ -150,6 +151,9 @@ class UploadSession:
         self.opened_at = time.monotonic()
         self.bytes_sent = 0
         self.retrying = False  # a request of this upload is waiting to be retried
+        # when a CreateMultipartUpload attempt failed ambiguously (it may have
+        # landed, its answer lost), the wall-clock time of the first attempt
+        self._create_doubt: float | None = None
 
     # ---- the application's side -------------------------------------------
     @property
@@ -213,14 +217,17 @@ class UploadSession:
             data = self.spool.read(offset, size)
         return data.ljust(size, b"\0")
 
-    async def flush(self) -> None:
-        """Make everything written so far durable in S3, or raise UploadFailed."""
+    async def flush(self) -> bool:
+        """Make everything written so far durable in S3, or raise UploadFailed.
+
+        True when this call published something (False: nothing new, or discarded)."""
         async with self._lock:
             if self.failed is None:
                 if not self.plan.dirty or self.discarded:
-                    return
+                    return False
                 try:
                     await self._publish()
+                    return True
                 except UploadFailed as exc:
                     self.failed = self.failed or exc
                 except S3Error as exc:
@@ -350,11 +357,17 @@ class UploadSession:
             self._creating = trio.Event()
             try:
                 meta = self._meta_with_token()
+                first_attempt = time.time()
+
+                def doubt(exc: S3Error) -> None:
+                    self._create_doubt = self._create_doubt or first_attempt
+                    self._on_retry(exc)
+
                 self.plan.upload_id = await retrying(
                     lambda: self.up.store.create_multipart(self.key, meta),
                     self.up.policy,
                     f"CreateMultipartUpload of {self.key!r}",
-                    self._on_retry,
+                    doubt,
                 )
                 self.up.stats.started += 1
                 log.info("upload started: %r upload_id=%s", self.key, self.plan.upload_id)
@@ -367,6 +380,8 @@ class UploadSession:
         return self.plan.upload_id
 
     def _meta_with_token(self) -> WriteMeta:
+        """The metadata for a new Create/PUT (recorded: it is what the object will carry)."""
+        self.sent_meta = self.meta
         if self.up.config.etags_are_md5:
             return self.meta
         self._token = uuid.uuid4().hex
@@ -416,6 +431,7 @@ class UploadSession:
                     f" ({outcome.reason})" if outcome.reason else "",
                 )
                 self.last_etag = expected.etag
+                await self._abort_orphans()
                 self._rebase()
                 self._started_at = None
                 return
@@ -452,6 +468,25 @@ class UploadSession:
         self.up.stats.bytes_uploaded += size
         log.info("upload completed: %r single PUT bytes=%d", self.key, size)
         self._started_at = None
+
+    async def _abort_orphans(self) -> None:
+        """A Create whose answer was lost still made an upload: find this key's uploads
+        begun since our first attempt (other than ours) and abort them."""
+        if self._create_doubt is None:
+            return
+        since, self._create_doubt = self._create_doubt - 60, None
+        ours = self.plan.upload_id
+        try:
+            page = await retrying(lambda: self.up.store.list_uploads(self.key), self.up.policy,
+                                  f"ListMultipartUploads of {self.key!r}")
+        except S3Error as exc:
+            log.warning("could not look for orphaned uploads of %r: %s (s3fsmpu uploads finds them)",
+                        self.key, exc)
+            return
+        for u in page.uploads:
+            if u.key == self.key and u.upload_id != ours and u.initiated >= since:
+                log.info("aborting orphaned upload %s of %r (its Create answer was lost)", u.upload_id, self.key)
+                await self._abort_quietly(u.upload_id)
 
     def _on_retry(self, exc: S3Error) -> None:
         self.retrying = True
@@ -491,6 +526,7 @@ class UploadSession:
         except OSError as exc:
             log.error("could not move the spool %s to the recovery folder: %s", self.spool.path, exc)
             self.failed.recovery_path = self.spool.path
+        await self._abort_orphans()
         self.up.stats.failed += 1
         log.error("%s", self.failed)
 
