@@ -41,6 +41,7 @@ from s3fsmpu.fs.metacache import MetadataCache
 from s3fsmpu.fs.reader import Reader
 from s3fsmpu.retry import RetryPolicy
 from s3fsmpu.store.base import Body, ObjectInfo, ObjectStore, WriteMeta
+from s3fsmpu.store.retrying import RetryingStore
 from s3fsmpu.upload.driver import Uploader
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ class DirHandle:
 class S3Filesystem:
     def __init__(self, store: ObjectStore, config: MountConfig, uploader: Uploader | None,
                  nursery: trio.Nursery | None = None) -> None:
-        self.store = store
+        up = config.upload
+        self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
+        self.store: ObjectStore = RetryingStore(store, self.policy)  # type: ignore[assignment]
         self.config = config
         self.uploader = uploader
         # background tasks: read-ahead prefetch (uploads have the uploader's)
@@ -153,8 +156,6 @@ class S3Filesystem:
         self.metacache = MetadataCache(
             config.cache_dir, f"{config.connection.endpoint_url}|{config.location.bucket}"
         )
-        up = config.upload
-        self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
         root_meta = self.metacache.get(ROOT_META_KEY, "local")
         if root_meta:
             root = self.node(ROOT_INODE)
@@ -738,8 +739,10 @@ class S3Filesystem:
                 node.writer.plan.dirty = True  # rides along with the pending upload
                 return self.attr(node)
             # the upload already started with the old metadata: publish, then copy
+            wanted = (node.mode, node.uid, node.gid, node.mtime_ns)
             if await node.writer.flush():
                 self._published(node)
+            node.mode, node.uid, node.gid, node.mtime_ns = wanted
         # a closed object: one self-copy with the new metadata, soon -- or none at
         # all if a rename comes first and carries it (rsync: utimens, chmod, rename)
         node.meta_pending = True
