@@ -157,6 +157,10 @@ class S3Filesystem:
             config.cache_dir, f"{config.connection.endpoint_url}|{config.location.bucket}"
         )
         root_meta = self.metacache.get(ROOT_META_KEY, "local")
+        if not root_meta:  # first mount here: keep the root's times stable across remounts
+            root = self.node(ROOT_INODE)
+            self.metacache.put(ROOT_META_KEY, "local", metadata.encode(root.mode, root.uid, root.gid,
+                                                                        root.mtime_ns))
         if root_meta:
             root = self.node(ROOT_INODE)
             attrs = metadata.decode(root_meta, default_mode=root.mode, uid=root.uid, gid=root.gid,
@@ -368,7 +372,7 @@ class S3Filesystem:
             new_dirs: list[Node] = []
             for p in page.prefixes:
                 name = p[len(prefix):].rstrip("/")
-                if not name or "/" in name:
+                if not name or "/" in name or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
                     log.warning("skipping key prefix %r: not a valid file name", p)
                     continue
                 child = self.inodes.by_path(self._join(path, name))
@@ -382,7 +386,7 @@ class S3Filesystem:
                 name = info.key[len(prefix):]
                 if not name:
                     continue  # the directory's own marker
-                if name in (".", "..") or "/" in name:
+                if name in (".", "..") or "/" in name or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
                     log.warning("skipping key %r: not a valid file name", info.key)
                     continue
                 child = self.inodes.by_path(self._join(path, name))
@@ -607,15 +611,22 @@ class S3Filesystem:
         return n
 
     async def flush(self, fh: int) -> None:
-        node = self._handles[fh].node
+        """close(): a durability point for descriptors that could write. A reader closing
+        publishes nothing (as NFS does for read-only opens): a half-written file stays
+        unpublished while its writer goes on."""
+        handle = self._handles[fh]
+        if handle.writable:
+            await self._publish(handle.node)
+
+    async def fsync(self, fh: int) -> None:
+        await self._publish(self._handles[fh].node)
+
+    async def _publish(self, node: Node) -> None:
         if node.writer is not None:
             if node.writer.dirty:
                 node.writer.set_meta(self._write_meta(node))  # rides if not created yet
             if await node.writer.flush():
                 self._published(node)
-
-    async def fsync(self, fh: int) -> None:
-        await self.flush(fh)
 
     def _published(self, node: Node) -> None:
         """After a verified upload: what the mount shows is what S3 holds."""
