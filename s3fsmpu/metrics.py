@@ -12,13 +12,14 @@ import bisect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from s3fsmpu.errors import S3Error
 from s3fsmpu.store.base import Body
+from s3fsmpu.store.wrapper import StoreWrapper
 
 log = logging.getLogger(__name__)
 
@@ -81,37 +82,30 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-class InstrumentedStore:
+class InstrumentedStore(StoreWrapper):
     """Counts every call of the wrapped store; otherwise transparent."""
 
     def __init__(self, inner: Any, metrics: Metrics) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.metrics = metrics
 
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self.inner, name)
-        operation = OPERATION.get(name)
-        if operation is None:
-            return target
+    def wraps(self, name: str) -> bool:
+        return name in OPERATION
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.monotonic()
-            outcome = "ok"
-            try:
-                result = await target(*args, **kwargs)
-            except S3Error as exc:
-                outcome = exc.code
-                raise
-            finally:
-                self.metrics.observe(operation, outcome, time.monotonic() - t0)
-            if isinstance(result, bytes):
-                self.metrics.bytes_down += len(result)
-            for arg in (*args, *kwargs.values()):
-                if isinstance(arg, Body):
-                    self.metrics.bytes_up += arg.length
-            return result
-
-        return call
+    async def around(self, name: str, args: tuple[Any, ...], call: Callable[[], Awaitable[Any]]) -> Any:
+        t0 = time.monotonic()
+        outcome = "ok"
+        try:
+            result = await call()
+        except S3Error as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self.metrics.observe(OPERATION[name], outcome, time.monotonic() - t0)
+        if isinstance(result, bytes):
+            self.metrics.bytes_down += len(result)
+        self.metrics.bytes_up += sum(a.length for a in args if isinstance(a, Body))
+        return result
 
 
 async def serve_metrics(addr: str, render: Callable[[], str],

@@ -61,7 +61,6 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
         nursery.start_soon(_dump_on_sigusr1, snapshot)
         fs = S3Filesystem(store, config, uploader, nursery)
         pyfuse3.init(FuseOperations(fs), config.mountpoint, fuse_options(config))
-        unmounted = False
         try:
             nursery.start_soon(_terminate_on_signal)
             nursery.start_soon(fs.pending_metadata_loop)
@@ -72,8 +71,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
             log.info("unmounting %s: waiting for pending uploads", config.mountpoint)
             await fs.shutdown()
         finally:
-            if not unmounted:
-                pyfuse3.close(unmount=True)
+            pyfuse3.close(unmount=True)
             nursery.cancel_scope.cancel()
         stats = uploader.stats if uploader else None
         if stats is not None:

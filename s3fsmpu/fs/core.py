@@ -582,12 +582,6 @@ class S3Filesystem:
         assert node.writer is not None
         await node.writer.set_base(self.key_of(node.path), node.etag, node.size)
 
-    async def _drop_writer(self, node: Node) -> None:
-        writer, node.writer = node.writer, None
-        if writer is not None:
-            writer.discard()
-            await writer.close()
-
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handles[fh]
         node = handle.node

@@ -10,11 +10,12 @@ dropped response. `answer=` replaces a successful answer instead (an empty
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from s3fsmpu.errors import S3Error
+from s3fsmpu.store.wrapper import StoreWrapper
 
 
 @dataclass
@@ -33,9 +34,9 @@ class Fault:
         return self.times is None or count < self.nth + self.times
 
 
-class FaultyStore:
+class FaultyStore(StoreWrapper):
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.faults: list[Fault] = []
         self.calls: Counter[str] = Counter()
 
@@ -45,32 +46,22 @@ class FaultyStore:
         self.faults.append(fault)
         return fault
 
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self.inner, name)
-        if not callable(target) or name.startswith("_"):
-            return target
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            count = self.calls[name]
-            fault = next((f for f in self.faults if f.op == name and f.applies(count)), None)
-            if fault is None:
-                return await target(*args, **kwargs)
-            fault.hits += 1
-            if fault.after or fault.answer is not None:
-                result = await target(*args, **kwargs)
-                if fault.error is None:
-                    return fault.answer
-            if fault.error is not None:
-                raise fault.error
-            return await target(*args, **kwargs)
-
-        return call
+    async def around(self, name: str, args: tuple[Any, ...], call: Callable[[], Awaitable[Any]]) -> Any:
+        self.calls[name] += 1
+        count = self.calls[name]
+        fault = next((f for f in self.faults if f.op == name and f.applies(count)), None)
+        if fault is None:
+            return await call()
+        fault.hits += 1
+        if fault.after or fault.answer is not None:
+            await call()  # the call lands; its answer is lost or replaced
+            if fault.error is None:
+                return fault.answer
+        if fault.error is not None:
+            raise fault.error
+        return await call()
 
 
 def transient(code: str = "InternalError") -> S3Error:
     return S3Error(code, message="injected", status=500 if code == "InternalError" else 503)
 
-
-def error_factory(code: str) -> Callable[[], S3Error]:
-    return lambda: S3Error(code, message="injected")

@@ -8,25 +8,23 @@ their own, more careful retry logic (upload/driver.py, completion.py).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from s3fsmpu.retry import RetryPolicy, retrying
+from s3fsmpu.store.wrapper import StoreWrapper
 
 IDEMPOTENT = frozenset({"head", "get_range", "list_page", "delete", "put", "list_uploads", "list_parts",
                         "check_bucket"})
 
 
-class RetryingStore:
+class RetryingStore(StoreWrapper):
     def __init__(self, inner: Any, policy: RetryPolicy) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy
 
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self.inner, name)
-        if name not in IDEMPOTENT:
-            return target
+    def wraps(self, name: str) -> bool:
+        return name in IDEMPOTENT
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await retrying(lambda: target(*args, **kwargs), self.policy, name)
-
-        return call
+    async def around(self, name: str, args: tuple[Any, ...], call: Callable[[], Awaitable[Any]]) -> Any:
+        return await retrying(call, self.policy, name)

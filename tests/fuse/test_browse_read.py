@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from s3fsmpu.local_server import free_port
-from tests.conftest import S3FSMPU, bucket_bytes, run_mount
+from tests.conftest import S3FSMPU, bucket_bytes
 
 pytestmark = pytest.mark.fuse
 
