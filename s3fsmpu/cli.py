@@ -221,7 +221,7 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
     )
     return MountConfig(
         location=args.location,
-        mountpoint=os.path.abspath(args.mountpoint),
+        mountpoint=os.path.realpath(args.mountpoint),
         connection=connection_config(args),
         upload=upload,
         cache_dir=os.path.abspath(args.cache_dir or default_cache_dir()),

@@ -22,6 +22,7 @@ from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
 from s3fsmpu.runtime import socket_path
 from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fuse_ops import FuseOperations
+from s3fsmpu.kernel_readahead import tune_read_ahead
 from s3fsmpu.store.base import ObjectStore
 from s3fsmpu.upload.driver import Uploader
 
@@ -64,6 +65,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
         try:
             nursery.start_soon(_terminate_on_signal)
             nursery.start_soon(fs.pending_metadata_loop)
+            nursery.start_soon(tune_read_ahead, config.mountpoint)
             log.info("mounted %s on %s", config.location, config.mountpoint)
             if ready is not None:
                 ready()

@@ -8,7 +8,7 @@ created accepts writes and discards them (only its size is kept). Runs in
 the foreground until unmounted (fusermount3 -u MOUNTPOINT) or sent
 SIGINT/SIGTERM. Same pyfuse3 settings as s3fsmpu where they matter for
 throughput: st_blksize 1 MiB, no writeback cache, pyfuse3.main(min_tasks=4,
-max_tasks=64). So `dd bs=1M` through it measures what the kernel, libfuse
+max_tasks=64), the kernel's read-ahead raised to 2 MiB. So `dd bs=1M` through it measures what the kernel, libfuse
 and a Python/trio request loop can move with no storage behind them.
 """
 
@@ -24,6 +24,8 @@ import time
 
 import pyfuse3
 import trio
+
+from s3fsmpu.kernel_readahead import tune_read_ahead
 
 BLKSIZE = 1 << 20
 NULL_NAME = b"null"
@@ -201,9 +203,10 @@ async def _terminate_on_signal() -> None:
             return
 
 
-async def _serve() -> None:
+async def _serve(mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
+        nursery.start_soon(tune_read_ahead, mountpoint)  # as s3fsmpu does: 1 MiB read requests
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()
 
@@ -217,7 +220,7 @@ def main() -> int:
     opts = set(pyfuse3.default_options) | {"fsname=fuse_null", "subtype=fuse_null"}
     pyfuse3.init(fs, args.mountpoint, opts)
     try:
-        trio.run(_serve)
+        trio.run(_serve, args.mountpoint)
     finally:
         pyfuse3.close(unmount=True)
     return 0

@@ -1,0 +1,50 @@
+"""Finding a mount's backing device in mountinfo and raising its read-ahead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from s3fsmpu.kernel_readahead import device_of, raise_read_ahead
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+40 22 0:39 / /mnt/with\\040space rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#b rw,user_id=0
+41 22 0:40 / /mnt/plain rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#b rw,user_id=0
+42 41 0:41 / /mnt/plain rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#c rw,user_id=0
+"""
+
+
+def write_mountinfo(tmp_path: Path) -> str:
+    path = tmp_path / "mountinfo"
+    path.write_text(MOUNTINFO)
+    return str(path)
+
+
+def test_device_of_unescapes_and_takes_the_top_mount(tmp_path: Path) -> None:
+    info = write_mountinfo(tmp_path)
+    assert device_of("/mnt/with space", info) == "0:39"
+    assert device_of("/mnt/plain/", info) == "0:41"  # mounted over: the last line is on top
+    assert device_of("/mnt/none", info) is None
+
+
+def sysfs_with(tmp_path: Path, device: str, kib: int) -> Path:
+    path = tmp_path / "bdi" / device / "read_ahead_kb"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{kib}\n")
+    return path
+
+
+def test_raises_but_never_lowers(tmp_path: Path) -> None:
+    info = write_mountinfo(tmp_path)
+    low = sysfs_with(tmp_path, "0:39", 128)
+    assert raise_read_ahead("/mnt/with space", 2048, str(tmp_path / "bdi"), info)
+    assert low.read_text() == "2048"
+    high = sysfs_with(tmp_path, "0:41", 8192)
+    assert raise_read_ahead("/mnt/plain", 2048, str(tmp_path / "bdi"), info)
+    assert high.read_text() == "8192\n"
+
+
+def test_missing_mount_or_device_is_not_an_error(tmp_path: Path) -> None:
+    info = write_mountinfo(tmp_path)
+    assert not raise_read_ahead("/mnt/none", 2048, str(tmp_path / "bdi"), info)
+    assert not raise_read_ahead("/mnt/plain", 2048, str(tmp_path / "bdi"), info)  # no sysfs entry
