@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from s3fsmpu.kernel_readahead import device_of
 from s3fsmpu.local_server import free_port
-from tests.conftest import S3FSMPU, bucket_bytes
+from tests.conftest import S3FSMPU, bucket_bytes, wait_for
 
 pytestmark = pytest.mark.fuse
 
@@ -67,6 +68,15 @@ def test_read_40mib_sequential_and_random(s3, bucket, mounter):
             assert os.pread(fd, n, off) == data[off : off + n]
     finally:
         os.close(fd)
+
+
+def test_kernel_read_ahead_is_raised_to_1mib_requests(bucket, mounter):
+    """Without it the kernel sends 128 KiB reads: 8,192 requests per GiB (issue 7)."""
+    m = mounter(bucket)
+    device = device_of(str(m.path))
+    assert device is not None
+    path = Path("/sys/class/bdi") / device / "read_ahead_kb"
+    assert wait_for(lambda: int(path.read_text()) >= 2048), path.read_text()
 
 
 def test_cp_out_and_cat(s3, bucket, mounter, tmp_path):
