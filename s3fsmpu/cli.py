@@ -37,6 +37,7 @@ from s3fsmpu.config import (
     parse_size,
 )
 from s3fsmpu.errors import S3Error
+from s3fsmpu.mountinfo import find_mount
 from s3fsmpu.runtime import pid_file, socket_path
 
 log = logging.getLogger("s3fsmpu")
@@ -450,13 +451,8 @@ def _alive(pid: int) -> bool:
 
 
 def _is_fuse_mount(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[4] == path and fields[sep + 1].startswith("fuse"):
-                return True
-    return False
+    entry = find_mount(path)
+    return entry is not None and entry.fstype.startswith("fuse")
 
 
 def cmd_uploads(args: argparse.Namespace) -> int:

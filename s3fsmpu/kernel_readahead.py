@@ -11,7 +11,7 @@ It has to happen after the kernel has processed the FUSE_INIT answer, which
 sets the device's read-ahead to at most what the kernel offered (128 KiB).
 So `tune_read_ahead` runs in the mount's nursery once the loop is serving:
 a stat() of the mountpoint from a worker thread returns only after INIT.
-The device is then found in /proc/self/mountinfo.
+The device is then found in mountinfo.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import os
 
 import trio
 
+from s3fsmpu.mountinfo import MOUNTINFO, find_mount
+
 log = logging.getLogger(__name__)
 
 # Two 1 MiB requests in flight: the kernel keeps one being answered while it
@@ -28,40 +30,14 @@ log = logging.getLogger(__name__)
 DEFAULT_KIB = 2048
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def device_of(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The MAJ:MIN of the last mount on `mountpoint` (the one on top), or None."""
-    target = os.path.normpath(os.path.abspath(mountpoint))
-    found = None
-    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4 and _unescape(fields[4]) == target:
-                found = fields[2]
-    return found
-
-
 def raise_read_ahead(mountpoint: str, kib: int = DEFAULT_KIB, sysfs: str = "/sys/class/bdi",
-                     mountinfo: str = "/proc/self/mountinfo") -> bool:
+                     mountinfo: str = MOUNTINFO) -> bool:
     """Set the mount's read_ahead_kb to at least `kib`; False (and a debug line) if it can't be."""
-    device = device_of(mountpoint, mountinfo)
-    if device is None:
+    entry = find_mount(mountpoint, mountinfo)
+    if entry is None:
         log.debug("read-ahead: %s not found in mountinfo", mountpoint)
         return False
-    path = os.path.join(sysfs, device, "read_ahead_kb")
+    path = os.path.join(sysfs, entry.device, "read_ahead_kb")
     try:
         with open(path, encoding="ascii") as f:
             current = int(f.read().strip())

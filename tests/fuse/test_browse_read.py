@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from s3fsmpu.kernel_readahead import device_of
+from s3fsmpu.mountinfo import find_mount
 from s3fsmpu.local_server import free_port
 from tests.conftest import S3FSMPU, bucket_bytes, wait_for
 
@@ -73,9 +73,9 @@ def test_read_40mib_sequential_and_random(s3, bucket, mounter):
 def test_kernel_read_ahead_is_raised_to_1mib_requests(bucket, mounter):
     """Without it the kernel sends 128 KiB reads: 8,192 requests per GiB (issue 7)."""
     m = mounter(bucket)
-    device = device_of(str(m.path))
-    assert device is not None
-    path = Path("/sys/class/bdi") / device / "read_ahead_kb"
+    entry = find_mount(str(m.path))
+    assert entry is not None and entry.fstype == "fuse.s3fsmpu"
+    path = Path("/sys/class/bdi") / entry.device / "read_ahead_kb"
     assert wait_for(lambda: int(path.read_text()) >= 2048), path.read_text()
 
 

@@ -1,13 +1,14 @@
-"""Finding a mount's backing device in mountinfo and raising its read-ahead."""
+"""Finding a mount in mountinfo, and raising its device's read-ahead."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from s3fsmpu.kernel_readahead import device_of, raise_read_ahead
+from s3fsmpu.kernel_readahead import raise_read_ahead
+from s3fsmpu.mountinfo import MountEntry, find_mount
 
 MOUNTINFO = """\
-22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 40 22 0:39 / /mnt/with\\040space rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#b rw,user_id=0
 41 22 0:40 / /mnt/plain rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#b rw,user_id=0
 42 41 0:41 / /mnt/plain rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#c rw,user_id=0
@@ -20,11 +21,12 @@ def write_mountinfo(tmp_path: Path) -> str:
     return str(path)
 
 
-def test_device_of_unescapes_and_takes_the_top_mount(tmp_path: Path) -> None:
+def test_find_mount_unescapes_and_takes_the_top_mount(tmp_path: Path) -> None:
     info = write_mountinfo(tmp_path)
-    assert device_of("/mnt/with space", info) == "0:39"
-    assert device_of("/mnt/plain/", info) == "0:41"  # mounted over: the last line is on top
-    assert device_of("/mnt/none", info) is None
+    assert find_mount("/mnt/with space", info) == MountEntry("0:39", "fuse.s3fsmpu")
+    assert find_mount("/mnt/plain/", info) == MountEntry("0:41", "fuse.s3fsmpu")  # the last line is on top
+    assert find_mount("/", info) == MountEntry("8:1", "ext4")
+    assert find_mount("/mnt/none", info) is None
 
 
 def sysfs_with(tmp_path: Path, device: str, kib: int) -> Path:
