@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from s3fsmpu.local_server import free_port
-from tests.conftest import S3FSMPU, bucket_bytes, wait_for
+from tests.conftest import S3FSMPU, bucket_bytes, open_uploads, wait_for
 
 pytestmark = pytest.mark.fuse
 MIB = 1 << 20
@@ -97,6 +97,37 @@ def test_metrics_move_when_complete_is_retried(s3, bucket, mounter, proxy):
     assert _value(after, "s3fsmpu_retries_total") > _value(before, "s3fsmpu_retries_total")
     assert _value(after, "s3fsmpu_bytes_sent_total") >= len(data)
     assert 's3fsmpu_request_seconds_bucket{operation="UploadPart",le="+Inf"} 3' in after
+
+
+def test_unmount_reports_uploads_it_waits_for(s3, bucket, mounter, proxy):
+    """`s3fsmpu unmount` of a mount with a file still open for writing publishes what was
+    written, and says every 2 s what it is waiting for."""
+    m = mounter(bucket, "--part-size", "5MiB", endpoint=proxy.url)
+    data = random.randbytes(12 * MIB)
+    src, go = m.cache_dir.parent / "unmount-src.bin", m.cache_dir.parent / "unmount-go"
+    src.write_bytes(data)
+    script = (  # its own process: the `s3fsmpu unmount` below forks this one (see above)
+        "import sys, time\n"
+        "f = open(sys.argv[1], 'wb'); f.write(open(sys.argv[2], 'rb').read()); f.flush()\n"
+        "open(sys.argv[3], 'w').close()\n"
+        "time.sleep(120)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script, str(m.path / "open.bin"), str(src), str(go)])
+    try:
+        assert wait_for(go.exists, timeout=60)
+        stall = proxy.add_rule("UploadPart", "stall", seconds=5.0, then="forward", times=None)
+        r = subprocess.run([S3FSMPU, "unmount", str(m.path), "--timeout", "120"],
+                           capture_output=True, text=True, timeout=150)
+    finally:
+        writer.kill()
+        writer.wait(30)
+    assert r.returncode == 0, r.stderr
+    assert stall.hits >= 1
+    assert "s3fsmpu: waiting for 1 upload(s) to finish:" in r.stderr, r.stderr
+    assert re.search(r"^  open\.bin: \d+/12 MiB$", r.stderr, re.M), r.stderr
+    assert not os.path.ismount(m.path)
+    assert bucket_bytes(s3, bucket, "open.bin") == data
+    assert open_uploads(s3, bucket) == []
 
 
 def test_sigusr1_logs_state(bucket, mounter):
