@@ -35,7 +35,7 @@ def raise_read_ahead(mountpoint: str, kib: int = DEFAULT_KIB, sysfs: str = "/sys
     """Set the mount's read_ahead_kb to at least `kib`; False (and a debug line) if it can't be."""
     entry = find_mount(mountpoint, mountinfo)
     if entry is None:
-        log.debug("read-ahead: %s not found in mountinfo", mountpoint)
+        log.info("read-ahead stays at the kernel's default: %s not found in mountinfo", mountpoint)
         return False
     path = os.path.join(sysfs, entry.device, "read_ahead_kb")
     try:
@@ -46,7 +46,7 @@ def raise_read_ahead(mountpoint: str, kib: int = DEFAULT_KIB, sysfs: str = "/sys
         with open(path, "w", encoding="ascii") as f:
             f.write(str(kib))
     except (OSError, ValueError) as exc:
-        log.debug("read-ahead: cannot set %s to %d KiB (%s); the kernel reads 128 KiB at a time", path, kib, exc)
+        log.info("read-ahead stays at the kernel's default: cannot set %s to %d KiB (%s)", path, kib, exc)
         return False
     log.debug("read-ahead: %s = %d KiB (was %d)", path, kib, current)
     return True
@@ -57,6 +57,6 @@ async def tune_read_ahead(mountpoint: str, kib: int = DEFAULT_KIB) -> None:
     try:
         await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     except OSError as exc:
-        log.debug("read-ahead: stat %s failed (%s)", mountpoint, exc)
+        log.info("read-ahead stays at the kernel's default: stat %s failed (%s)", mountpoint, exc)
         return
     raise_read_ahead(mountpoint, kib)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import signal
 import stat
@@ -216,6 +217,8 @@ def main() -> int:
     p.add_argument("mountpoint")
     p.add_argument("--size", default="1GiB", help="size of the file `null` (default 1GiB)")
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="fuse_null: %(message)s")
+    logging.getLogger("s3fsmpu.kernel_readahead").setLevel(logging.DEBUG)
     fs = NullFS(parse_size(args.size))
     opts = set(pyfuse3.default_options) | {"fsname=fuse_null", "subtype=fuse_null"}
     pyfuse3.init(fs, args.mountpoint, opts)
