@@ -73,7 +73,30 @@ def make_client(conn: ConnectionConfig) -> Any:
         "s3", endpoint_url=conn.endpoint_url, region_name=conn.region, config=config
     )
     client.meta.events.register("before-parse.s3.CompleteMultipartUpload", _strip_keepalive_whitespace)
+    raise_send_blocksize(client)
     return client
+
+
+SEND_BLOCKSIZE = 1 << 20
+
+
+def raise_send_blocksize(client: Any) -> bool:
+    """Send request bodies 1 MiB per socket write instead of 128 KiB.
+
+    urllib3 2.x reads a file-like body (a part from the spool) in `blocksize`
+    pieces, with a few Python calls per piece (8,192 rounds per GiB as
+    botocore sets it up here). At 1 MiB the CPU for sending a GiB drops by
+    ~0.2 s (measured on radosgw, 8 MiB parts, 8 threads).
+    botocore offers no public setting; its pool manager's connection kwargs
+    are used when set, and left alone if botocore's internals ever change.
+    """
+    manager = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_manager", None)
+    pool_kw = getattr(manager, "connection_pool_kw", None)
+    if not isinstance(pool_kw, dict):
+        log.debug("cannot set the send block size: botocore's connection pool is not where expected")
+        return False
+    pool_kw["blocksize"] = SEND_BLOCKSIZE
+    return True
 
 
 def _strip_keepalive_whitespace(response_dict: dict[str, Any] | None = None, **_: Any) -> None:
