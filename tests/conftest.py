@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -64,6 +65,17 @@ def bucket_bytes(s3: object, bucket: str, key: str) -> bytes:
 
 def open_uploads(s3: object, bucket: str) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])  # type: ignore[attr-defined, no-any-return]
+
+
+def empty_bucket(s3: Any, bucket: str) -> None:
+    """Delete every object and abort every upload (and give moto its memory back:
+    it keeps every object of the session)."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    for u in open_uploads(s3, bucket):
+        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
 
 
 @dataclass

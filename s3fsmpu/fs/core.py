@@ -243,6 +243,8 @@ class S3Filesystem:
     async def _resolve(self, path: str) -> Node:
         """What `path` is in S3 now: a file/symlink object, or a directory."""
         key = self.key_of(path)
+        known = self.inodes.by_path(path)
+        changes = known.changes if known is not None else 0
         try:
             info = await self.store.head(key)
         except S3Error as exc:
@@ -250,6 +252,11 @@ class S3Filesystem:
                 raise
         else:
             node = self.inodes.by_path(path) or self._new_node(path, Kind.FILE)
+            if node is known and node.changes != changes:
+                # changed here while the HEAD was out (a copy with new attributes landed,
+                # say): the answer is older than what the node shows
+                node.fetched_at = time.monotonic()
+                return node
             if node.kind is Kind.DIR:
                 node.kind = Kind.FILE
             self._apply_info(node, info)
@@ -264,6 +271,11 @@ class S3Filesystem:
                     self._apply_info(node, await self.store.head(marker.key))
                 except S3Error:
                     node.fetched_at = time.monotonic()
+            elif marker is None:
+                # no marker (any more: another client may delete it): what a directory
+                # without one shows, not what the marker this node once came from said
+                node.mode, node.uid, node.gid = self._default_mode(Kind.DIR), self.config.uid, self.config.gid
+                node.metadata = node.etag = None
             node.fetched_at = time.monotonic()
             return node
         raise NotFound(path)
@@ -638,6 +650,7 @@ class S3Filesystem:
         node.metadata = sent
         node.etag = node.writer.last_etag
         node.fetched_at = time.monotonic()
+        node.changes += 1
         self.metacache.put(node.writer.key, node.etag, node.metadata)
         self._clear_pending(node)
 
@@ -702,6 +715,7 @@ class S3Filesystem:
         if not any(v is not None for v in (size, mode, uid, gid, mtime_ns)):
             return self.attr(node)
         self._check_writable()
+        node.changes += 1
         if mode is not None:
             node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
         if uid is not None:
@@ -768,7 +782,10 @@ class S3Filesystem:
                 continue
             if now - since < older_than or node.writer is not None:
                 continue
-            self._clear_pending(node)
+            # meta_pending stays set until the copy is done: a HEAD answered meanwhile
+            # carries the old attributes, which must not replace the new ones
+            # (_apply_info); a change made meanwhile registers itself again
+            self._pending_meta.pop(inode, None)
             key = self.key_of(node.path)
             new_meta = self._write_meta(node)
             try:
@@ -778,6 +795,10 @@ class S3Filesystem:
                 log.error("could not store new attributes of %r: %s", key, exc)
                 node.fetched_at = 0.0  # show what S3 has
                 continue
+            finally:
+                if inode not in self._pending_meta:
+                    node.meta_pending = False
+            node.changes += 1
             node.metadata = dict(new_meta.metadata)
             node.fetched_at = time.monotonic()
             self.metacache.put(key, node.etag, node.metadata)

@@ -40,6 +40,7 @@ class Node:
     fetched_at: float = 0.0  # monotonic time the attributes came from S3
     lookups: int = 0
     meta_pending: bool = False  # attributes changed here, not yet copied to S3
+    changes: int = 0  # local changes of its attributes: an S3 answer asked for before one is older
     open_handles: int = 0
     writer: UploadSession | None = field(default=None, repr=False)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 from s3fsmpu.errors import (
     Exists,
@@ -19,8 +21,9 @@ from s3fsmpu.errors import (
 )
 from s3fsmpu.fs.inodes import Kind
 from s3fsmpu.meta import encode
-from s3fsmpu.store.base import Body, WriteMeta
-from tests.core.harness import PART, ROOT, Env, blob, run
+from s3fsmpu.store.base import Body, ObjectInfo, WriteMeta
+from s3fsmpu.store.memory import MemoryStore
+from tests.core.harness import PART, ROOT, Env, blob, run, wait_until
 
 UID, GID = os.getuid(), os.getgid()
 
@@ -301,6 +304,71 @@ def test_chmod_chown_utimens_on_closed_file(tmp_path: Path) -> None:
     run(tmp_path, t)
 
 
+class CopyAndHeadGates(MemoryStore):
+    """CopyObject waits at a gate before it copies, HeadObject after it looked: until
+    the test opens the gate of that call (`gates`)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.gates: dict[str, trio.Event] = {}
+        self.arrived: dict[str, trio.Event] = {"copy": trio.Event(), "head": trio.Event()}
+
+    async def _gate(self, name: str) -> None:
+        if name in self.gates:
+            self.arrived[name].set()
+            await self.gates[name].wait()
+
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None) -> str:
+        await self._gate("copy")
+        return await super().copy(src, dst, meta)
+
+    async def head(self, key: str) -> ObjectInfo:
+        info = await super().head(key)
+        await self._gate("head")
+        return info
+
+
+def test_attributes_stay_while_their_copy_is_in_flight(tmp_path: Path) -> None:
+    """A HEAD answered with the object as it was before the self-copy with new attributes
+    must not bring back the old mode and mtime: not while the copy is in flight, nor when
+    the answer arrives after it landed (found by tests/fuse/test_reference_mount.py:
+    `stat` after `touch -d` showed the old mtime, then trusted for --attr-timeout)."""
+    store = CopyAndHeadGates(min_part_size=PART)
+    wanted = (stat.S_IFREG | 0o600, 1_600_000_000_000_000_001)
+
+    async def t(env: Env) -> None:
+        await env.write_file("f", b"old attributes")
+        a = await env.fs.lookup(ROOT, "f")
+        await env.fs.setattr(a.inode, mode=0o600, mtime_ns=wanted[1])
+        store.gates["copy"] = trio.Event()
+        env.nursery.start_soon(env.fs.apply_pending_metadata)
+        await store.arrived["copy"].wait()
+        got = await env.fs.getattr(a.inode)  # the copy is in flight
+        assert (got.mode, got.mtime_ns) == wanted
+        store.gates["copy"].set()
+        await wait_until(lambda: store.objects["f"].metadata["mode"] == str(wanted[0]))
+
+        later = (stat.S_IFREG | 0o640, wanted[1] + 1)
+        await env.fs.setattr(a.inode, mode=0o640, mtime_ns=later[1])
+        head_gate = store.gates["head"] = trio.Event()
+        answers: list[tuple[int, int]] = []
+
+        async def stat_() -> None:
+            got = await env.fs.getattr(a.inode)
+            answers.append((got.mode, got.mtime_ns))
+
+        env.nursery.start_soon(stat_)
+        await store.arrived["head"].wait()  # it has looked: the attributes before `later`
+        del store.gates["head"]
+        await env.fs.apply_pending_metadata()  # the copy with `later` lands
+        head_gate.set()  # then the old answer arrives
+        await wait_until(lambda: bool(answers))
+        got = await env.fs.getattr(a.inode)
+        assert answers == [later] and (got.mode, got.mtime_ns) == later
+
+    run(tmp_path, t, mem=store, attr_timeout=0.0)
+
+
 def test_rename_carries_pending_attributes_in_its_one_copy(tmp_path: Path) -> None:
     """rsync's sequence after close: utimens, chmod, rename -> one CopyObject, one delete."""
     data = blob(100)
@@ -330,6 +398,19 @@ def test_chmod_directory(tmp_path: Path) -> None:
         assert (await env.other_client().lookup(ROOT, "d")).mode == stat.S_IFDIR | 0o700
 
     run(tmp_path, t)
+
+
+def test_directory_whose_marker_went_away_shows_the_defaults(tmp_path: Path) -> None:
+    """The node stays while the kernel holds it: its attributes must follow S3
+    (found by tests/fuse/test_reference_mount.py)."""
+    async def t(env: Env) -> None:
+        d = await env.fs.mkdir(ROOT, "d", 0o700, UID, GID)
+        await env.fs.mkdir(d.inode, "sub", 0o755, UID, GID)
+        await env.mem.delete("d/")  # another client; "d/sub/" keeps the directory
+        assert (await env.fs.getattr(d.inode)).mode == stat.S_IFDIR | 0o755
+        assert (await env.fs.lookup(ROOT, "d")).mode == stat.S_IFDIR | 0o755
+
+    run(tmp_path, t, attr_timeout=0.0)
 
 
 def test_symlink(tmp_path: Path) -> None:

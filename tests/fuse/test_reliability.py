@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import S3FSMPU, Mount, bucket_bytes, open_uploads, run_mount, vm_kib, wait_for
+from tests.conftest import S3FSMPU, Mount, bucket_bytes, empty_bucket, open_uploads, run_mount, vm_kib, wait_for
 
 pytestmark = pytest.mark.fuse
 SLOW = os.environ.get("S3FSMPU_SLOW") == "1"
@@ -58,16 +58,6 @@ def md5_of_object(s3, bucket: str, key: str) -> tuple[str, int]:
 def uploads_cmd(moto_url: str, location: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([S3FSMPU, "uploads", location, "--endpoint-url", moto_url, *COMMON, *extra],
                           capture_output=True, text=True, timeout=120)
-
-
-def empty_bucket(s3, bucket: str) -> None:
-    """Give moto its memory back (it keeps every object of the session)."""
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-    for u in open_uploads(s3, bucket):
-        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
 
 
 # ---- crash recovery ------------------------------------------------------------------
