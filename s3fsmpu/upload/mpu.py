@@ -200,7 +200,12 @@ class MultipartPlan:
             st.uploaded = None
 
     def published(self) -> None:
-        """The object in S3 is now exactly what was written: it is the new base."""
+        """The object in S3 is now exactly what was written: it is the new base. Bytes
+        past the old base that were never written (holes) are zeros known here, not
+        bytes to fetch from the new object, which an unlink may delete while the file
+        stays open."""
+        if self.size > self.base_size:
+            self.written.add(self.base_size, self.size)
         self.set_base(self.size)
 
     # ---- helpers ----------------------------------------------------------

@@ -177,6 +177,23 @@ def test_unlink_while_open_does_not_resurrect_the_file(tmp_path: Path) -> None:
     run(tmp_path, t)
 
 
+def test_file_with_a_hole_flushed_then_unlinked_stays_readable(tmp_path: Path) -> None:
+    """After a flush, the hole is no base byte to fetch from the object (found by
+    tests/fuse/test_reference_mount.py: reads of it failed with ENOENT once unlink had
+    deleted the object)."""
+    async def t(env: Env) -> None:
+        fh = await env.create("f")
+        await env.fs.write(fh, 0, b"head")
+        await env.fs.write(fh, 100, b"tail")
+        await env.fs.flush(fh)
+        await env.fs.unlink(ROOT, "f")
+        assert await env.fs.read(fh, 0, 200) == b"head" + bytes(96) + b"tail"
+        await env.fs.release(fh)
+        assert env.mem.objects == {}
+
+    run(tmp_path, t)
+
+
 def test_rename_file_replaces_target(tmp_path: Path) -> None:
     data = blob(3 * PART + 5)
 

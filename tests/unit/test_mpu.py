@@ -202,6 +202,23 @@ def test_truncate_to_zero_then_rewrite() -> None:
     assert p.write(0, 100) == [1]  # part 1 must go again: its bytes are new
 
 
+def test_holes_are_not_base_bytes_once_published() -> None:
+    """A hole is zeros known here; what an update did not write is the base's."""
+    p = plan()
+    p.write(0, 10)
+    p.write(50, 10)  # a hole at 10..50
+    p.published()
+    assert p.missing_base(0, 60) == []
+    p.write(150, 10)  # a hole at 60..150, past the new base
+    p.published()
+    assert p.missing_base(0, 160) == []
+    u = plan()
+    u.set_base(100)  # an update of a 100-byte object
+    u.write(150, 10)
+    u.published()
+    assert u.missing_base(0, 160) == [(0, 100)]
+
+
 def test_published_and_forget_upload() -> None:
     p = plan()
     p.write(0, 200)
