@@ -30,7 +30,7 @@ import trio
 from s3fsmpu.config import UploadConfig
 from s3fsmpu.errors import S3Error, UploadFailed
 from s3fsmpu.retry import RetryPolicy, retrying
-from s3fsmpu.store.base import ObjectStore, WriteMeta
+from s3fsmpu.store.base import Body, ObjectStore, WriteMeta
 from s3fsmpu.upload.budget import ByteBudget
 from s3fsmpu.upload.completion import TOKEN_KEY, Expected, Verdict, complete_upload
 from s3fsmpu.upload.digest import digest_slice
@@ -154,6 +154,7 @@ class UploadSession:
         # when a CreateMultipartUpload attempt failed ambiguously (it may have
         # landed, its answer lost), the wall-clock time of the first attempt
         self._create_doubt: float | None = None
+        self._released_parts = 0  # parts 1..n are uploaded and their pages handed back
 
     # ---- the application's side -------------------------------------------
     @property
@@ -293,9 +294,7 @@ class UploadSession:
 
     async def _send_part(self, number: int, start: int, length: int, version: int) -> None:
         upload_id = await self._ensure_created()
-        body, md5_hex = await trio.to_thread.run_sync(
-            digest_slice, self.spool.fd, start, length, self.up.config.checksum_algorithm
-        )
+        body, md5_hex = await trio.to_thread.run_sync(self._digest_part, start, length)
 
         async def send() -> tuple[str, str | None]:
             res = await self.up.store.upload_part(self.key, upload_id, number, body)
@@ -307,9 +306,31 @@ class UploadSession:
         etag, checksum = await retrying(send, self.up.policy, f"UploadPart {number} of {self.key!r}",
                                         self._on_retry)
         self.plan.part_uploaded(number, version, length, etag, md5_hex, checksum)
+        await self._release_uploaded_prefix()
         self.up.stats.parts_uploaded += 1
         self.up.stats.bytes_uploaded += length
         self.bytes_sent += length
+
+    async def _release_uploaded_prefix(self) -> None:
+        """Drop the page cache of the file's uploaded prefix: a big file must not fill memory.
+
+        Always from offset 0: the kernel drops only whole folios, and the
+        folio straddling the last boundary goes once its neighbour is done.
+        Parts in flight lie past the prefix, so none is re-read from disk.
+        """
+        n = self._released_parts
+        while (st := self.plan.parts.get(n + 1)) is not None and st.uploaded is not None:
+            n += 1
+        if n > self._released_parts:
+            self._released_parts = n
+            end = min(self.up.schedule.part(n).end, self.plan.size)
+            await trio.to_thread.run_sync(self.spool.release, 0, end)
+
+    def _digest_part(self, start: int, length: int) -> tuple[Body, str]:
+        """In a worker thread: hash the part, and start writing it back to disk meanwhile."""
+        digested = digest_slice(self.spool.fd, start, length, self.up.config.checksum_algorithm)
+        self.spool.release(start, length)
+        return digested
 
     async def _run_part(self, number: int, version: int, what: str, reserved: int,
                         work: Callable[[], Awaitable[None]]) -> None:

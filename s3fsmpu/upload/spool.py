@@ -1,7 +1,8 @@
 """The local spool of a file being written: a sparse file in --cache-dir.
 
-Written bytes go here first (page cache, not process memory); parts are
-read back from it to upload, repairs re-read it, reads of a file being
+Written bytes go here first (page cache, not process memory), and the
+pages of uploaded parts are handed back to the kernel; parts are read
+back from it to upload, repairs re-read it, reads of a file being
 written are served from it, and if the upload finally fails the spool is
 moved into the recovery folder so the user's bytes are never lost.
 The spool is deleted only after Complete was verified and the file closed.
@@ -30,6 +31,17 @@ class Spool:
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
+
+    def release(self, offset: int, length: int) -> None:
+        """Let the page cache give up [offset, offset+length): the bytes stay in the file.
+
+        DONTNEED starts writeback of dirty pages and drops the clean ones, so
+        calling it when a part is complete and again once it is uploaded keeps
+        a big file's spool from filling the page cache. Besides the memory, it
+        is much cheaper to write into recycled pages than into fresh ones (on
+        this project's VM, 0.5 instead of 2.5 CPU seconds per GiB).
+        """
+        os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import random
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import trio.testing
 from s3fsmpu.errors import FileTooLarge, to_errno
 from s3fsmpu.store.base import Body, PartResult, WriteMeta
 from s3fsmpu.store.memory import MemoryStore
+from s3fsmpu.store.wrapper import StoreWrapper
 from tests.core.harness import KIB, PART, ROOT, Env, blob, expected_etag, run, wait_until
 
 
@@ -498,6 +500,49 @@ def test_spool_is_removed_after_a_verified_upload(tmp_path: Path) -> None:
         assert not os.path.exists(os.path.join(env.config.cache_dir, "recovery"))
 
     run(tmp_path, t)
+
+
+def _resident_bytes(path: str) -> int:
+    """How much of `path` the page cache holds (util-linux fincore)."""
+    out = subprocess.run(["fincore", "--noheadings", "--bytes", "--output", "RES", path],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip())
+
+
+class SlowParts(StoreWrapper):
+    """Part uploads take a while, as they do over a network."""
+
+    def wraps(self, name: str) -> bool:
+        return name == "upload_part"
+
+    async def around(self, name: str, args: tuple[Any, ...], call: Any) -> Any:
+        await trio.sleep(0.3)
+        return await call()
+
+
+def test_uploaded_parts_leave_the_page_cache(tmp_path: Path) -> None:
+    """A big file's spool must not fill the page cache: uploaded parts are handed back."""
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True).stdout
+    if fstype.strip() == "tmpfs":
+        pytest.skip("tmpfs pages are the file itself: there is no page cache to give back")
+    mem = MemoryStore(min_part_size=PART)
+    data = blob(8 * PART + 100)
+
+    async def t(env: Env) -> None:
+        fh = await env.create("f")
+        await env.fs.write(fh, 0, data)
+        await wait_until(lambda: env.uploader.stats.parts_uploaded == 8)
+        [spool] = os.listdir(os.path.join(env.config.cache_dir, "spool"))
+        path = os.path.join(env.config.cache_dir, "spool", spool)
+        # the 8 uploaded parts are gone from memory; the unsent tail is all that stays
+        assert _resident_bytes(path) <= 4 * KIB
+        with open(path, "rb") as f:
+            assert f.read() == data  # the bytes are all still in the spool, on disk
+        await env.fs.flush(fh)
+        assert env.data("f") == data
+        await env.fs.release(fh)
+
+    run(tmp_path, t, store=SlowParts(mem), mem=mem)
 
 
 def test_prefix_location_keys(tmp_path: Path) -> None:
