@@ -7,6 +7,7 @@ unmount leaves no incomplete multipart upload behind.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -69,6 +70,9 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
             log.info("mounted %s on %s", config.location, config.mountpoint)
             if ready is not None:
                 ready()
+            # the imports and boto3's service model are ~80,000 objects that live
+            # as long as the mount: spare each full collection (~45 ms) walking them
+            gc.freeze()
             await pyfuse3.main(min_tasks=4, max_tasks=64)
             log.info("unmounting %s: waiting for pending uploads", config.mountpoint)
             await fs.shutdown()
