@@ -819,8 +819,7 @@ class S3Filesystem:
             target = self.inodes.by_path(new_path)
             if target is not None and target.kind is Kind.DIR:
                 raise IsADirectory(new_path)
-        writing = [n for n in self.inodes.nodes() if n.writer is not None
-                   and (n.path == old_path or n.path.startswith(old_path + "/"))]
+        writing = [n for n in self.inodes.subtree(old_path) if n.writer is not None]
         replaced = self.inodes.by_path(new_path)
         if replaced is not None and replaced is not node and replaced.writer is not None:
             replaced.writer.discard()  # its name now belongs to the renamed file

@@ -98,14 +98,21 @@ class InodeTable:
         if node is not None:
             node.path = UNLINKED + path
 
+    def subtree(self, path: str) -> list[Node]:
+        """The known node at `path` and, if it may be a directory, every known node below it.
+
+        Only a directory (or a path not known) costs a scan of the table: a
+        file rename, rsync's every file, must not grow with the tree.
+        """
+        node = self._by_path.get(path)
+        if node is not None and node.kind is not Kind.DIR:
+            return [node]
+        return [n for p, n in self._by_path.items() if p == path or path == "" or p.startswith(path + "/")]
+
     def move(self, old: str, new: str) -> None:
         """Rename `old` (and, for a directory, everything below it) to `new`."""
         self.unlink_path(new)
-        moves = [
-            (p, n)
-            for p, n in self._by_path.items()
-            if p == old or (old == "" or p.startswith(old + "/"))
-        ]
+        moves = [(n.path, n) for n in self.subtree(old)]
         for p, _ in moves:
             del self._by_path[p]
         for p, n in moves:
