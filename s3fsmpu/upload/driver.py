@@ -312,12 +312,14 @@ class UploadSession:
         self.bytes_sent += length
 
     async def _release_uploaded_prefix(self) -> None:
-        """Drop the page cache of the file's uploaded prefix: a big file must not fill memory.
+        """Drop the page cache of a big file's uploaded prefix: the spool must not fill memory.
 
         Always from offset 0: the kernel drops only whole folios, and the
         folio straddling the last boundary goes once its neighbour is done.
         Parts in flight lie past the prefix, so none is re-read from disk.
         """
+        if self.plan.size <= self.up.config.spool_resident:
+            return
         n = self._released_parts
         while (st := self.plan.parts.get(n + 1)) is not None and st.uploaded is not None:
             n += 1
@@ -329,7 +331,8 @@ class UploadSession:
     def _digest_part(self, start: int, length: int) -> tuple[Body, str]:
         """In a worker thread: hash the part, and start writing it back to disk meanwhile."""
         digested = digest_slice(self.spool.fd, start, length, self.up.config.checksum_algorithm)
-        self.spool.release(start, length)
+        if self.plan.size > self.up.config.spool_resident:
+            self.spool.release(start, length)
         return digested
 
     async def _run_part(self, number: int, version: int, what: str, reserved: int,

@@ -542,7 +542,25 @@ def test_uploaded_parts_leave_the_page_cache(tmp_path: Path) -> None:
         assert env.data("f") == data
         await env.fs.release(fh)
 
-    run(tmp_path, t, store=SlowParts(mem), mem=mem)
+    run(tmp_path, t, store=SlowParts(mem), mem=mem, spool_resident=2 * PART)
+
+
+def test_a_small_spool_stays_in_the_page_cache(tmp_path: Path) -> None:
+    """Below spool_resident nothing is written back: a short-lived spool never touches the disk."""
+    mem = MemoryStore(min_part_size=PART)
+    data = blob(8 * PART + 100)
+
+    async def t(env: Env) -> None:
+        fh = await env.create("f")
+        await env.fs.write(fh, 0, data)
+        await wait_until(lambda: env.uploader.stats.parts_uploaded == 8)
+        [spool] = os.listdir(os.path.join(env.config.cache_dir, "spool"))
+        assert _resident_bytes(os.path.join(env.config.cache_dir, "spool", spool)) >= len(data)
+        await env.fs.flush(fh)
+        assert env.data("f") == data
+        await env.fs.release(fh)
+
+    run(tmp_path, t, mem=mem, spool_resident=16 * PART)
 
 
 def test_prefix_location_keys(tmp_path: Path) -> None:
