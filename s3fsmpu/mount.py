@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pyfuse3
 import trio
@@ -46,6 +46,19 @@ def empty_snapshot(max_memory: int) -> dict[str, object]:
     return {"uploads": [], "buffered_bytes": 0, "max_memory": max_memory, "failures": [], "totals": totals}
 
 
+async def announce_when_tuned(config: MountConfig, ready: Callable[[], None] | None,
+                              tune: Callable[[str], Awaitable[None]] = tune_read_ahead) -> None:
+    """Say the mount is ready only once its read-ahead is raised.
+
+    A file keeps the read-ahead it was opened with, so if `mount` returned
+    first, a `cat` started right after it would get 128 KiB reads throughout.
+    """
+    await tune(config.mountpoint)
+    log.info("mounted %s on %s", config.location, config.mountpoint)
+    if ready is not None:
+        ready()
+
+
 async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], None] | None = None,
                 metrics_addr: str | None = None) -> None:
     os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
@@ -66,10 +79,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
         try:
             nursery.start_soon(_terminate_on_signal)
             nursery.start_soon(fs.pending_metadata_loop)
-            nursery.start_soon(tune_read_ahead, config.mountpoint)
-            log.info("mounted %s on %s", config.location, config.mountpoint)
-            if ready is not None:
-                ready()
+            nursery.start_soon(announce_when_tuned, config, ready)
             # the imports and boto3's service model are ~80,000 objects that live
             # as long as the mount: spare each full collection (~45 ms) walking them
             gc.freeze()

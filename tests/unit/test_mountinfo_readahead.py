@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
+
+from s3fsmpu.config import MountConfig, S3Location
 from s3fsmpu.kernel_readahead import raise_read_ahead
+from s3fsmpu.mount import announce_when_tuned
 from s3fsmpu.mountinfo import MountEntry, find_mount
 
 MOUNTINFO = """\
@@ -50,3 +54,17 @@ def test_missing_mount_or_device_is_not_an_error(tmp_path: Path) -> None:
     info = write_mountinfo(tmp_path)
     assert not raise_read_ahead("/mnt/none", 2048, str(tmp_path / "bdi"), info)
     assert not raise_read_ahead("/mnt/plain", 2048, str(tmp_path / "bdi"), info)  # no sysfs entry
+
+
+def test_mount_is_announced_only_after_the_read_ahead_is_raised(tmp_path: Path) -> None:
+    """`mount` returning before the tune would leave a `cat` started right after at 128 KiB reads."""
+    events: list[str] = []
+
+    async def slow_tune(mountpoint: str) -> None:
+        events.append(f"tune {mountpoint}")
+        await trio.sleep(0.05)
+        events.append("tuned")
+
+    config = MountConfig(S3Location("b"), str(tmp_path))
+    trio.run(announce_when_tuned, config, lambda: events.append("ready"), slow_tune)
+    assert events == [f"tune {tmp_path}", "tuned", "ready"]
