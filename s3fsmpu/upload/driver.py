@@ -182,6 +182,7 @@ class UploadSession:
         async with self._lock:
             self.base_key, self.base_etag = key, etag
             self.plan.set_base(size)
+            self._released_parts = 0
             self.spool.truncate(size)
 
     async def _ensure_loaded(self, start: int, end: int) -> None:
@@ -208,6 +209,7 @@ class UploadSession:
         async with self._lock:
             self._raise_if_failed()
             self.plan.truncate(size)
+            self._released_parts = 0  # parts below may be written again
             self.spool.truncate(size)
 
     async def read(self, offset: int, size: int) -> bytes:
@@ -519,6 +521,7 @@ class UploadSession:
     def _rebase(self) -> None:
         """What was just published is the base of whatever is written next."""
         self.plan.published()
+        self._released_parts = 0  # part numbers start again for what is written next
         self.base_key, self.base_etag = self.key, self.last_etag
         self.retrying = False
 
