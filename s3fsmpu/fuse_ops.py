@@ -162,7 +162,7 @@ class FuseOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=await self.fs.open(inode, flags))
 
     @_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    async def read(self, fh: int, off: int, size: int) -> bytes:
         return await self.fs.read(fh, off, size)
 
     @_errors

@@ -594,7 +594,7 @@ class S3Filesystem:
         assert node.writer is not None
         await node.writer.set_base(self.key_of(node.path), node.etag, node.size)
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handles[fh]
         node = handle.node
         if node.writer is not None:
