@@ -84,8 +84,7 @@ class Reader:
                 raise c.error
             lo = max(offset, i * self.chunk) - i * self.chunk
             hi = min(end, (i + 1) * self.chunk) - i * self.chunk
-            # a copy, not a memoryview: a view keeps the whole 8 MiB chunk alive, and
-            # with it the mount's peak RSS under many readers rose past its bound
+            # a copy, not a memoryview: a view would pin its whole 8 MiB chunk
             pieces.append(c.data[lo:hi])
         return b"".join(pieces)
 

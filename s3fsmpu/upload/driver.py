@@ -320,7 +320,7 @@ class UploadSession:
         folio straddling the last boundary goes once its neighbour is done.
         Parts in flight lie past the prefix, so none is re-read from disk.
         """
-        if self.plan.size <= self.up.config.spool_resident:
+        if not self._spool_is_big():
             return
         n = self._released_parts
         while (st := self.plan.parts.get(n + 1)) is not None and st.uploaded is not None:
@@ -333,9 +333,13 @@ class UploadSession:
     def _digest_part(self, start: int, length: int) -> tuple[Body, str]:
         """In a worker thread: hash the part, and start writing it back to disk meanwhile."""
         digested = digest_slice(self.spool.fd, start, length, self.up.config.checksum_algorithm)
-        if self.plan.size > self.up.config.spool_resident:
+        if self._spool_is_big():
             self.spool.release(start, length)
         return digested
+
+    def _spool_is_big(self) -> bool:
+        """Past spool_resident, uploaded parts go back to the kernel (written back, then dropped)."""
+        return self.plan.size > self.up.config.spool_resident
 
     async def _run_part(self, number: int, version: int, what: str, reserved: int,
                         work: Callable[[], Awaitable[None]]) -> None:
