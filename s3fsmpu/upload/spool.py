@@ -36,8 +36,8 @@ class Spool:
         """Let the page cache give up [offset, offset+length): the bytes stay in the file.
 
         DONTNEED starts writeback of dirty pages and drops the clean ones, so
-        calling it when a part is complete and again once it is uploaded keeps
-        a big file's spool from filling the page cache. Besides the memory, it
+        calling it when a part is hashed and again once the uploaded prefix
+        covers it keeps a big file's spool from filling the page cache. Besides the memory, it
         is much cheaper to write into recycled pages than into fresh ones (on
         this project's VM, 0.5 instead of 2.5 CPU seconds per GiB).
         """
