@@ -35,10 +35,18 @@ async def copy_object(
     limit: int = COPY_LIMIT,
     part_size: int = COPY_PART,
     etags_are_md5: bool = True,
+    src_etag: str | None = None,
+    dst_etag: str | None = None,
 ) -> str | None:
-    """Copy `src` to `dst` (with `meta`, or the source's metadata when None); the new ETag."""
+    """Copy `src` to `dst` (with `meta`, or the source's metadata when None); the new ETag.
+
+    With `src_etag`, only while the source is that object: a copy must not carry
+    attributes (or a name) over to an object another client put there meanwhile.
+    `dst_etag` guards the destination the same way (CopyObject only: a multipart
+    copy's Complete takes no condition yet)."""
     if size <= limit:
-        return await retrying(lambda: store.copy(src, dst, meta), policy, f"CopyObject {src!r} -> {dst!r}")
+        return await retrying(lambda: store.copy(src, dst, meta, src_etag, dst_etag), policy,
+                              f"CopyObject {src!r} -> {dst!r}")
     if meta is None:
         info = await store.head(src)
         meta = WriteMeta(dict(info.metadata or {}), info.content_type)
@@ -57,7 +65,7 @@ async def copy_object(
         async def one(number: int, start: int, end: int) -> None:
             async with limiter:
                 res = await retrying(
-                    lambda: store.upload_part_copy(dst, upload_id, number, src, start, end),
+                    lambda: store.upload_part_copy(dst, upload_id, number, src, start, end, src_etag),
                     policy, f"UploadPartCopy {number} {src!r} -> {dst!r}",
                 )
                 if res.etag is None:

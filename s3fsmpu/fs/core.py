@@ -38,6 +38,7 @@ from s3fsmpu.errors import (
 from s3fsmpu.fs.copy import copy_object
 from s3fsmpu.fs.inodes import ROOT_INODE, InodeTable, Kind, Node
 from s3fsmpu.fs.metacache import MetadataCache
+from s3fsmpu.fs.node_locks import NodeLocks
 from s3fsmpu.fs.reader import Reader
 from s3fsmpu.retry import RetryPolicy
 from s3fsmpu.store.base import Body, ObjectInfo, ObjectStore, WriteMeta
@@ -153,6 +154,8 @@ class S3Filesystem:
         self._listings: dict[str, tuple[float, dict[str, Node]]] = {}
         self._pending_meta: dict[int, float] = {}  # inode -> when its attributes changed
         self._moved_etags: dict[str, str | None] = {}  # new key -> ETag, during a directory rename
+        self._locks = NodeLocks()  # a self-copy never overlaps a DELETE or upload of its key
+        self._moving: set[str] = set()  # directories being renamed: no self-copy below them
         self.metacache = MetadataCache(
             config.cache_dir, f"{config.connection.endpoint_url}|{config.location.bucket}"
         )
@@ -541,6 +544,17 @@ class S3Filesystem:
         assert self.uploader is not None
         node.writer = self.uploader.open_session(self.key_of(node.path), self._write_meta(node))
 
+    async def _start_writer_after_copy(self, node: Node) -> None:
+        """A new upload of the key waits for a self-copy in flight (which would otherwise
+        copy the old object over it); once it has a writer, no self-copy starts."""
+        while self._locks.busy(node):
+            async with self._locks.hold(node):
+                pass
+        if node.unlinked:
+            raise NotFound(node.path)
+        if node.writer is None:
+            self._start_writer(node)
+
     async def create(self, parent_inode: int, name: str, mode: int, flags: int,
                      uid: int, gid: int) -> tuple[int, Attr]:
         self._check_writable()
@@ -559,7 +573,7 @@ class S3Filesystem:
         node = self.inodes.add(node)
         node.lookups += 1
         if node.writer is None:
-            self._start_writer(node)
+            await self._start_writer_after_copy(node)
         assert node.writer is not None
         await node.writer.truncate(0)  # a new, empty object even if nothing is written
         self._listing_add(node)
@@ -580,7 +594,7 @@ class S3Filesystem:
         if writable or flags & os.O_TRUNC:
             self._check_writable()
             if node.writer is None:
-                self._start_writer(node)
+                await self._start_writer_after_copy(node)
                 if not flags & os.O_TRUNC and node.size > 0:
                     await self._change_in_place(node)
             if flags & os.O_TRUNC:
@@ -683,6 +697,12 @@ class S3Filesystem:
         node = await self._resolve_or_local(path)
         if node.kind is Kind.DIR:
             raise IsADirectory(path)
+        async with self._locks.hold(node):
+            if node.path != path:  # renamed or unlinked while a self-copy held it
+                raise NotFound(path)
+            await self._unlink_file(node, path)
+
+    async def _unlink_file(self, node: Node, path: str) -> None:
         if node.writer is not None:
             node.writer.discard()  # still open: its upload must not bring the name back
         if node.writer is None or node.etag is not None or await self._exists_key(self.key_of(path)):
@@ -738,7 +758,7 @@ class S3Filesystem:
         if size is not None:
             own = node.writer is None
             if own:
-                self._start_writer(node)
+                await self._start_writer_after_copy(node)
                 if size > 0 and node.size > 0:
                     await self._change_in_place(node)
             assert node.writer is not None
@@ -782,27 +802,43 @@ class S3Filesystem:
                 continue
             if now - since < older_than or node.writer is not None:
                 continue
-            # meta_pending stays set until the copy is done: a HEAD answered meanwhile
-            # carries the old attributes, which must not replace the new ones
-            # (_apply_info); a change made meanwhile registers itself again
-            self._pending_meta.pop(inode, None)
-            key = self.key_of(node.path)
-            new_meta = self._write_meta(node)
-            try:
-                node.etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
-                                              etags_are_md5=self.config.upload.etags_are_md5)
-            except S3FSError as exc:  # S3Error, or a failed multipart copy
-                log.error("could not store new attributes of %r: %s", key, exc)
-                node.fetched_at = 0.0  # show what S3 has
-                continue
-            finally:
-                if inode not in self._pending_meta:
-                    node.meta_pending = False
-            node.changes += 1
-            node.metadata = dict(new_meta.metadata)
-            node.fetched_at = time.monotonic()
-            self.metacache.put(key, node.etag, node.metadata)
+            async with self._locks.hold(node):
+                # a rename, an unlink or an upload may have come first and carried it
+                if node.meta_pending and node.writer is None and not node.unlinked \
+                        and not self._below_moving(node.path):
+                    await self._copy_pending_metadata(node)
             self.inodes.drop_if_unused(node)
+
+    def _below_moving(self, path: str) -> bool:
+        return any(path.startswith(d + "/") for d in self._moving)
+
+    async def _copy_pending_metadata(self, node: Node) -> None:
+        """The self-copy, guarded by the ETag we know: another client's newer object keeps
+        its own attributes. meta_pending stays set until the copy is done: a HEAD answered
+        meanwhile carries the old attributes, which must not replace the new ones
+        (_apply_info); a change made meanwhile registers itself again."""
+        self._pending_meta.pop(node.inode, None)
+        key = self.key_of(node.path)
+        new_meta = self._write_meta(node)
+        try:
+            node.etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
+                                          etags_are_md5=self.config.upload.etags_are_md5,
+                                          src_etag=node.etag, dst_etag=node.etag)
+        except S3FSError as exc:  # S3Error, or a failed multipart copy
+            if isinstance(exc, S3Error) and exc.code in ("PreconditionFailed", "NoSuchKey"):
+                log.warning("attributes of %r not stored: another client replaced or deleted it "
+                            "(%s); its version stands", key, exc.code)
+            else:
+                log.error("could not store new attributes of %r: %s", key, exc)
+            node.fetched_at = 0.0  # show what S3 has
+            return
+        finally:
+            if node.inode not in self._pending_meta:
+                node.meta_pending = False
+        node.changes += 1
+        node.metadata = dict(new_meta.metadata)
+        node.fetched_at = time.monotonic()
+        self.metacache.put(key, node.etag, node.metadata)
 
     async def pending_metadata_loop(self) -> None:
         while True:
@@ -819,6 +855,19 @@ class S3Filesystem:
             target = self.inodes.by_path(new_path)
             if target is not None and target.kind is Kind.DIR:
                 raise IsADirectory(new_path)
+        copying = [node]
+        if node.kind is Kind.DIR:  # no self-copy starts below it; those in flight end first
+            copying = [n for n in self.inodes.subtree(old_path) if n.meta_pending]
+            self._moving.add(old_path)
+        try:
+            async with self._locks.hold(*copying, self.inodes.by_path(new_path)):
+                if node.path != old_path:  # renamed or unlinked while a self-copy held it
+                    raise NotFound(old_path)
+                await self._rename_locked(node, old_path, new_path)
+        finally:
+            self._moving.discard(old_path)
+
+    async def _rename_locked(self, node: Node, old_path: str, new_path: str) -> None:
         writing = [n for n in self.inodes.subtree(old_path) if n.writer is not None]
         replaced = self.inodes.by_path(new_path)
         if replaced is not None and replaced is not node and replaced.writer is not None:

@@ -173,8 +173,13 @@ class ObjectStore(Protocol):
         """PutObject; returns the ETag."""
         ...
 
-    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None) -> str:
-        """CopyObject (meta None: keep the source's metadata); returns the new ETag."""
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
+                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
+        """CopyObject (meta None: keep the source's metadata); returns the new ETag.
+
+        With `src_etag`, only if the source is still that object; with `dst_etag`, only
+        if the destination is (If-Match: AWS since 2025; moto and radosgw 16 ignore
+        it). Either failing is PreconditionFailed."""
         ...
 
     async def delete(self, key: str) -> None: ...

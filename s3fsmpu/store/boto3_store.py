@@ -291,13 +291,18 @@ class Boto3Store:
 
         return await self._call("PutObject", key, run)
 
-    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None) -> str:
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
+                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
         def run() -> str:
             args: dict[str, Any]
             if meta is None:
                 args = {"MetadataDirective": "COPY", **self._extra("CopyObject")}
             else:
                 args = {"MetadataDirective": "REPLACE", **self._new_object_args(meta)}
+            if src_etag:
+                args["CopySourceIfMatch"] = f'"{src_etag}"'
+            if dst_etag:
+                args["IfMatch"] = f'"{dst_etag}"'
             if self._ssec:
                 args["CopySourceSSECustomerAlgorithm"] = "AES256"
                 args["CopySourceSSECustomerKey"] = self.upload.sse_c_key

@@ -156,14 +156,25 @@ class MemoryStore:
         self._store(key, data, etag, meta)
         return etag
 
-    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None) -> str:
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
+                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
         await self._op("CopyObject")
         obj = self._object(src, "CopyObject")
+        if src_etag is not None and src_etag != obj.etag:
+            raise S3Error("PreconditionFailed", dst, "copy source changed", "CopyObject", 412)
         if meta is None:
             meta = WriteMeta(dict(obj.metadata), obj.content_type)
         etag = obj.etag if "-" not in obj.etag else md5_hex(obj.data)
+        await self.between_copy_steps(src, dst)
+        current = self.objects.get(dst)
+        if dst_etag is not None and (current is None or current.etag != dst_etag):
+            raise S3Error("PreconditionFailed", dst, "copy destination changed", "CopyObject", 412)
         self._store(dst, obj.data, etag, meta)
         return etag
+
+    async def between_copy_steps(self, src: str, dst: str) -> None:
+        """S3 reads a copy's source, then writes its destination: a DELETE or PUT that
+        lands in between is undone. Nothing happens here; a test store lets calls in."""
 
     async def delete(self, key: str) -> None:
         await self._op("DeleteObject")

@@ -335,9 +335,10 @@ class CopyAndHeadGates(MemoryStore):
             self.arrived[name].set()
             await self.gates[name].wait()
 
-    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None) -> str:
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
+                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
         await self._gate("copy")
-        return await super().copy(src, dst, meta)
+        return await super().copy(src, dst, meta, src_etag, dst_etag)
 
     async def head(self, key: str) -> ObjectInfo:
         info = await super().head(key)
