@@ -188,6 +188,24 @@ def test_copy_with_new_metadata_and_self_copy(case: StoreCase) -> None:
     case.run(t)
 
 
+def test_copy_with_conditions_on_source_and_destination(case: StoreCase) -> None:
+    """The attribute self-copy names the version it means on both sides; when either
+    changed, the copy is refused, not applied to another client's object."""
+    async def t(store: Any) -> None:
+        data = blob(300)
+        etag = await put(store, "f", data, WriteMeta({"mode": "33188"}))
+        await store.copy("f", "f", WriteMeta({"mode": "33152"}), src_etag=etag, dst_etag=etag)
+        assert dict((await store.head("f")).metadata) == {"mode": "33152"}
+        case.skip_on_moto("CopySourceIfMatch and If-Match on CopyObject are ignored")
+        for kw in ({"src_etag": etag[::-1]}, {"dst_etag": etag[::-1]}):
+            with pytest.raises(S3Error) as info:
+                await store.copy("f", "f", WriteMeta({"mode": "33261"}), **kw)
+            assert info.value.code == "PreconditionFailed"
+        assert dict((await store.head("f")).metadata) == {"mode": "33152"}
+
+    case.run(t)
+
+
 def test_copy_missing_source(case: StoreCase) -> None:
     async def t(store: Any) -> None:
         with pytest.raises(S3Error) as info:
