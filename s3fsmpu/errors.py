@@ -73,6 +73,15 @@ class NoSuchKey(S3Error):
         super().__init__("NoSuchKey", key, operation=operation, status=404)
 
 
+class ObjectChanged(S3Error):
+    """The object an open file reads was replaced by another client: its bytes now are
+    another version's, so the read fails rather than mix two versions."""
+
+    def __init__(self, key: str, etag: str | None) -> None:
+        super().__init__("ObjectChanged", key, f"no longer the version {etag} this open reads",
+                         "GetObject", 412)
+
+
 class UploadFailed(S3FSError):
     """An upload that could not be completed; the data is in `recovery_path`."""
 
@@ -140,6 +149,8 @@ _S3_CODE_ERRNO = {
     "EntityTooLarge": errno.EFBIG,
     # quota-like refusals: the closest thing a shell prints sensibly
     "QuotaExceeded": errno.ENOSPC,
+    # NFS's word for a file replaced under an open descriptor: reopen to read the new one
+    "ObjectChanged": errno.ESTALE,
 }
 
 

@@ -155,11 +155,15 @@ class FuseOperations(pyfuse3.Operations):
         if not stat.S_ISREG(mode) and stat.S_IFMT(mode):
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         fh, attr = await self.fs.create(parent_inode, _name(name), mode & ~ctx.umask, flags, ctx.uid, ctx.gid)
-        return pyfuse3.FileInfo(fh=fh), self._entry(attr)
+        return self._file_info(fh), self._entry(attr)
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        return pyfuse3.FileInfo(fh=await self.fs.open(inode, flags))
+        return self._file_info(await self.fs.open(inode, flags))
+
+    def _file_info(self, fh: int) -> pyfuse3.FileInfo:
+        keep_cache, direct_io = self.fs.page_cache(fh)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=direct_io)
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -89,7 +89,12 @@ class DirEntry:
 class Handle:
     node: Node
     writable: bool
+    # the version this open reads: another client's newer one is an error (ESTALE), not a mix
+    etag: str | None = None
+    size: int = 0
     reader: Reader | None = None
+    keep_cache: bool = False  # the kernel may keep the pages it has of this inode
+    direct_io: bool = False  # bypass the page cache: another open reads another version from it
 
 
 class DirHandle:
@@ -581,9 +586,35 @@ class S3Filesystem:
 
     def _open_handle(self, node: Node, writable: bool) -> int:
         fh = self._alloc_fh()
-        self._handles[fh] = Handle(node, writable)
+        handle = self._handles[fh] = Handle(node, writable, node.etag, node.size)
+        if node.open_handles and any(h.node is node and h.etag != node.etag for h in self._handles.values()):
+            handle.direct_io = True  # its pages are an older version, still read by that open
+        else:
+            handle.keep_cache = node.cache_etag is not None and node.cache_etag == node.etag
+            node.cache_etag = node.etag  # kept or dropped, the pages from now on are this version's
         node.open_handles += 1
         return fh
+
+    def page_cache(self, fh: int) -> tuple[bool, bool]:
+        """(keep_cache, direct_io) for the kernel's open reply: pages survive a reopen only
+        while they are of the version the open reads (same size and mtime prove nothing:
+        rsync --inplace from another host keeps both)."""
+        handle = self._handles[fh]
+        return handle.keep_cache, handle.direct_io
+
+    def _same_bytes(self, node: Node, etag: str | None, size: int) -> None:
+        """This mount made `etag` (a publish, a copy): the kernel's pages and the open files
+        of the node's version before are of it now; they follow instead of going stale."""
+        if node.cache_etag == node.etag:
+            node.cache_etag = etag
+        if node.open_handles:
+            for handle in self._handles.values():
+                if handle.node is node and handle.etag == node.etag:
+                    handle.etag, handle.size = etag, size
+                    if handle.reader is not None:
+                        handle.reader.close()
+                        handle.reader = None
+        node.etag = etag
 
     async def open(self, inode: int, flags: int) -> int:
         node = self.node(inode)
@@ -613,10 +644,11 @@ class S3Filesystem:
         node = handle.node
         if node.writer is not None:
             return await node.writer.read(offset, size)
-        if handle.reader is None or handle.reader.etag != node.etag or handle.reader.size != node.size:
+        key = self.key_of(node.path)
+        if handle.reader is None or handle.reader.key != key:
             if handle.reader is not None:
                 handle.reader.close()
-            handle.reader = Reader(self.store, self.key_of(node.path), node.size, node.etag,
+            handle.reader = Reader(self.store, key, handle.size, handle.etag,
                                    self.config.read_ahead, self.nursery)
         return await handle.reader.read(offset, size)
 
@@ -662,7 +694,7 @@ class S3Filesystem:
         if not node.meta_pending:
             node.mode, node.uid, node.gid, node.mtime_ns = attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns
         node.metadata = sent
-        node.etag = node.writer.last_etag
+        self._same_bytes(node, node.writer.last_etag, node.size)
         node.fetched_at = time.monotonic()
         node.changes += 1
         self.metacache.put(node.writer.key, node.etag, node.metadata)
@@ -821,9 +853,9 @@ class S3Filesystem:
         key = self.key_of(node.path)
         new_meta = self._write_meta(node)
         try:
-            node.etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
-                                          etags_are_md5=self.config.upload.etags_are_md5,
-                                          src_etag=node.etag, dst_etag=node.etag)
+            etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
+                                     etags_are_md5=self.config.upload.etags_are_md5,
+                                     src_etag=node.etag, dst_etag=node.etag)
         except S3FSError as exc:  # S3Error, or a failed multipart copy
             if isinstance(exc, S3Error) and exc.code in ("PreconditionFailed", "NoSuchKey"):
                 log.warning("attributes of %r not stored: another client replaced or deleted it "
@@ -835,6 +867,7 @@ class S3Filesystem:
         finally:
             if node.inode not in self._pending_meta:
                 node.meta_pending = False
+        self._same_bytes(node, etag, node.size)
         node.changes += 1
         node.metadata = dict(new_meta.metadata)
         node.fetched_at = time.monotonic()
@@ -891,8 +924,13 @@ class S3Filesystem:
             else:
                 await self._rename_file(node, self.key_of(old_path), self.key_of(new_path))
         self.inodes.move(old_path, new_path)
+        if self._moved_etags:  # a directory's objects were copied: the same bytes, new ETags
+            for n in self.inodes.subtree(new_path):
+                moved = self.key_of(n.path) in self._moved_etags
+                self._same_bytes(n, self._moved_etags.pop(self.key_of(n.path), n.etag), n.size)
+                if moved:
+                    n.fetched_at = time.monotonic()
         for n in writing:
-            n.etag = self._moved_etags.pop(self.key_of(n.path), n.etag)
             if n.writer is not None:
                 n.writer.retarget(self.key_of(n.path), n.etag)
         self._moved_etags.clear()
@@ -910,7 +948,7 @@ class S3Filesystem:
         if meta is not None:
             node.metadata = dict(meta.metadata)
             self._clear_pending(node)
-        node.etag = etag
+        self._same_bytes(node, etag, node.size)
         self.metacache.put(new_key, etag, node.metadata)
 
     async def _rename_dir(self, old_path: str, new_path: str) -> None:

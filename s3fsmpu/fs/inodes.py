@@ -35,6 +35,7 @@ class Node:
     gid: int = 0
     mtime_ns: int = 0
     etag: str | None = None
+    cache_etag: str | None = None  # the version the kernel's page cache holds pages of
     metadata: dict[str, str] | None = None  # None: not known yet (from LIST)
     content_type: str | None = None
     fetched_at: float = 0.0  # monotonic time the attributes came from S3

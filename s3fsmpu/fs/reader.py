@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from s3fsmpu.errors import S3Error
+from s3fsmpu.errors import ObjectChanged, S3Error
 from s3fsmpu.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,12 @@ class Reader:
         c.done.set()
 
     async def _get(self, start: int, end: int) -> bytes:
-        data = await self.store.get_range(self.key, start, end, self.etag)
+        try:
+            data = await self.store.get_range(self.key, start, end, self.etag)
+        except S3Error as exc:
+            if exc.code == "PreconditionFailed":
+                raise ObjectChanged(self.key, self.etag) from exc
+            raise
         if len(data) != end - start:
             raise S3Error("ShortRead", self.key, f"got {len(data)} of {end - start} bytes", "GetObject")
         return data
