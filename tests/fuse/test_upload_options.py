@@ -163,10 +163,21 @@ def test_storage_class_sse_and_bucket_options(s3, bucket, mounter, proxy):
     assert {"CreateMultipartUpload", "PutObject"} <= capture.ops_with("x-amz-storage-class")
 
 
+def ssec_headers(key: bytes) -> dict[str, str]:
+    """The SSE-C request headers for `key`, as S3 expects them."""
+    prefix = "x-amz-server-side-encryption-customer-"
+    return {prefix + "algorithm": "AES256", prefix + "key": b64(key),
+            prefix + "key-md5": b64(hashlib.md5(key).digest())}
+
+
 def test_sse_c_headers_on_every_part_and_reads(s3, bucket, mounter, proxy, tmp_path):
     key = os.urandom(32)
     key_file = tmp_path / "sse-c.key"
     key_file.write_bytes(key)
+    # an object from another client: the mount must HEAD and GET it with the key
+    other = random.randbytes(3 * MIB)
+    s3.put_object(Bucket=bucket, Key="other.bin", Body=other, SSECustomerAlgorithm="AES256",
+                  SSECustomerKey=key)
     capture = HeaderCapture()
     proxy.add_rule("*", capture, times=None)
     m = mounter(bucket, "--part-size", "5MiB", "--sse-c-key-file", str(key_file), "--checksum-algorithm",
@@ -175,10 +186,15 @@ def test_sse_c_headers_on_every_part_and_reads(s3, bucket, mounter, proxy, tmp_p
     (m.path / "enc.bin").write_bytes(data)
     got = s3.get_object(Bucket=bucket, Key="enc.bin", SSECustomerAlgorithm="AES256", SSECustomerKey=key)
     assert got["Body"].read() == data
-    ssec = "x-amz-server-side-encryption-customer-key"
-    assert {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"} <= capture.ops_with(ssec)
     # ETags are not MD5s under SSE-C: the upload token in the metadata settles identity
     assert "s3fsmpu-token" in s3.head_object(Bucket=bucket, Key="enc.bin", SSECustomerAlgorithm="AES256",
                                              SSECustomerKey=key)["Metadata"]
+    assert (m.path / "other.bin").read_bytes() == other
     assert (m.path / "enc.bin").read_bytes() == data
-    assert "sse-c" not in m.log.lower() or key.hex() not in m.log
+    expected = ssec_headers(key)
+    every = {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "HeadObject", "GetObject"}
+    assert every <= {op for op, _ in capture.seen}
+    for op, h in capture.seen:
+        if op in every:
+            assert {k: h.get(k) for k in expected} == expected, op
+    assert key.hex() not in m.log and b64(key) not in m.log
