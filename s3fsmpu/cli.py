@@ -397,7 +397,7 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGTERM)
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         last_report = time.monotonic()
-        while _alive(pid):
+        while pid_alive(pid):
             if deadline is not None and time.monotonic() > deadline:
                 raise UserError(f"{mountpoint}: uploads still pending after {args.timeout:.0f} s")
             time.sleep(0.1)
@@ -438,7 +438,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise UserError(f"cannot ask the mount on {mountpoint}: {exc.strerror or exc}") from None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -28,6 +28,8 @@ TRANSIENT_CODES = frozenset(
         # raised by the boto3 store for timeouts and dropped connections
         "Timeout",
         "ConnectionError",
+        # a copy answered 200 without an ETag: ambiguous, and a copy may be repeated
+        "NoETag",
     }
 )
 

@@ -122,6 +122,12 @@ that the connection stays in sync and stays open (keep-alive).
     drained body); ``"close"``: close the connection; a tuple: send that
     response (``headers`` dict or list of pairs; Content-Length is added).
 
+``Hold(timeout=120.0)`` (module class) -- a callable action for "hold until released":
+    each matching request (body read) waits until ``.release()``, then is
+    forwarded.  ``.held`` counts the requests that reached it; ``.wait_held(n,
+    timeout)`` waits until ``n`` have.  Release it in a ``finally`` (a held
+    request waits at most ``timeout`` seconds).
+
 Notes: the proxy removes the ``Expect: 100-continue`` header when forwarding
 (botocore does not sign it) and answers ``100 Continue`` to the client itself;
 everything else (request line, headers incl. ``Host``, bodies with their
@@ -164,7 +170,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FaultProxy", "Rule", "LogRecord", "Request", "op_of"]
+__all__ = ["FaultProxy", "Hold", "Rule", "LogRecord", "Request", "op_of"]
 
 BUFSIZE = 1 << 20          # recv/sendall buffer for bodies
 MAX_HEAD = 256 * 1024      # max size of a request/response head
@@ -618,6 +624,29 @@ class _ConnState:
 # --------------------------------------------------------------------------
 # the proxy
 # --------------------------------------------------------------------------
+
+class Hold:
+    """A rule action that holds each request until ``release()`` (see the module docstring)."""
+
+    def __init__(self, timeout: float = 120.0) -> None:
+        self.timeout = timeout
+        self.held = 0
+        self._released = threading.Event()
+        self._changed = threading.Condition()
+
+    def __call__(self, request: Request) -> None:
+        with self._changed:
+            self.held += 1
+            self._changed.notify_all()
+        self._released.wait(self.timeout)
+
+    def wait_held(self, n: int = 1, timeout: float = 30.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.held >= n, timeout)
+
+    def release(self) -> None:
+        self._released.set()
+
 
 class FaultProxy:
     def __init__(self, upstream_url: str, upstream_timeout: float = 60.0):

@@ -55,6 +55,10 @@ _CHECKSUM_PARAM = {
     "CRC64NVME": "ChecksumCRC64NVME",
 }
 
+# S3 answers these 200 at once, may stream whitespace while it works, and puts
+# the outcome (result or <Error>) at the end of the body
+ANSWER_AFTER_KEEPALIVE = ("CompleteMultipartUpload", "CopyObject", "UploadPartCopy")
+
 
 def make_client(conn: ConnectionConfig) -> Any:
     """A botocore S3 client with every behaviour that matters pinned."""
@@ -72,7 +76,8 @@ def make_client(conn: ConnectionConfig) -> Any:
     client = session.client(
         "s3", endpoint_url=conn.endpoint_url, region_name=conn.region, config=config
     )
-    client.meta.events.register("before-parse.s3.CompleteMultipartUpload", _strip_keepalive_whitespace)
+    for operation in ANSWER_AFTER_KEEPALIVE:
+        client.meta.events.register(f"before-parse.s3.{operation}", _strip_keepalive_whitespace)
     raise_send_blocksize(client)
     return client
 
@@ -105,7 +110,8 @@ def _strip_keepalive_whitespace(response_dict: dict[str, Any] | None = None, **_
     Whitespace before the XML declaration makes the body unparsable, and
     botocore then reports any such 200 -- success or error -- as a bare
     "500". Stripping it lets the real outcome through: a success stays a
-    success, and an <Error> keeps its code (InvalidPart is not InternalError).
+    success, and an <Error> keeps its code (InvalidPart is not InternalError,
+    AccessDenied is not worth a retry).
     Runs after botocore's own 200-error handler.
     """
     if not response_dict or not isinstance(response_dict.get("body"), bytes):
@@ -146,6 +152,14 @@ def translate(exc: Exception, key: str, operation: str) -> S3Error:
     if isinstance(exc, bexc.BotoCoreError):
         return S3Error(type(exc).__name__, key, str(exc), operation)
     raise exc
+
+
+def _copy_etag(result: dict[str, Any] | None, key: str, operation: str) -> str:
+    """The ETag of a copy's result; a 200 without one (empty, cut short) did not say it copied."""
+    etag = str((result or {}).get("ETag") or "").strip('"')
+    if not etag:
+        raise S3Error("NoETag", key, "answered 200 without an ETag", operation, 200)
+    return etag
 
 
 class Boto3Store:
@@ -310,7 +324,7 @@ class Boto3Store:
             resp = self.client.copy_object(
                 Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **args
             )
-            return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')  # type: ignore[no-any-return]
+            return _copy_etag(resp.get("CopyObjectResult"), dst, "CopyObject")
 
         return await self._call("CopyObject", dst, run)
 
@@ -370,12 +384,12 @@ class Boto3Store:
                 CopySourceRange=f"bytes={start}-{end - 1}",
                 **args,
             )
-            result = resp.get("CopyPartResult", {})
-            etag = result.get("ETag")
+            result = resp.get("CopyPartResult") or {}
+            etag = _copy_etag(result, key, "UploadPartCopy")
             checksum = None
             if self.upload.checksum_algorithm:
                 checksum = result.get(_CHECKSUM_PARAM[self.upload.checksum_algorithm])
-            return PartResult(etag.strip('"') if etag else None, checksum)
+            return PartResult(etag, checksum)
 
         return await self._call("UploadPartCopy", key, run)
 

@@ -10,6 +10,9 @@ bytes (InvalidPart, a lost upload, a wrong object), or the upload failed.
   retries exhausted) -> HeadObject: ours only if ETag (or, where ETags are
   not MD5s, our upload token in the metadata) and size match;
 - InvalidPart, NoSuchUpload on the first attempt, a wrong object -> repair;
+- NoSuchUpload / 412 after an attempt whose outcome is unknown (timeout, dropped
+  connection, unparsable or empty 200), with another object under the key ->
+  failed: ours may have landed and been replaced, and a repair would overwrite theirs;
 - EntityTooSmall, InvalidPartOrder, MalformedXML -> a bug in us: fail loudly.
 """
 
@@ -24,7 +27,7 @@ import trio
 
 from s3fsmpu.errors import S3Error
 from s3fsmpu.retry import RetryPolicy, retrying
-from s3fsmpu.store.base import ObjectStore, PartRef
+from s3fsmpu.store.base import ObjectInfo, ObjectStore, PartRef
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ BUG_CODES = frozenset({"EntityTooSmall", "InvalidPartOrder", "MalformedXML", "In
 REPAIR_CODES = frozenset({"InvalidPart", "NoSuchUpload"})
 # after an earlier attempt may have landed, these say nothing for sure
 AMBIGUOUS_ON_RETRY = frozenset({"NoSuchUpload", "PreconditionFailed", "412"})
+# answers that leave open whether the Complete was carried out (no S3 code said it was not)
+OUTCOME_UNKNOWN = frozenset({"Timeout", "ConnectionError", "500"})
 
 TOKEN_KEY = "s3fsmpu-token"
 
@@ -57,15 +62,18 @@ class Expected:
     token: str | None = None
 
 
-async def object_is_ours(store: ObjectStore, key: str, expected: Expected) -> bool:
-    """HeadObject settles an ambiguous answer."""
+async def object_under_key(store: ObjectStore, key: str) -> ObjectInfo | None:
+    """HeadObject settles an ambiguous answer: what is under the key now (None: nothing)."""
     try:
-        info = await store.head(key)
+        return await store.head(key)
     except S3Error as exc:
         if exc.code == "NoSuchKey":
-            return False
+            return None
         raise
-    if info.size != expected.size:
+
+
+def is_ours(info: ObjectInfo | None, expected: Expected) -> bool:
+    if info is None or info.size != expected.size:
         return False
     if expected.etag is not None:
         return info.etag == expected.etag
@@ -83,6 +91,7 @@ async def complete_upload(
 ) -> Outcome:
     attempt = 0
     last: S3Error | None = None
+    may_have_landed = False  # an earlier attempt may have completed the upload
     while attempt < policy.attempts:
         attempt += 1
         if attempt > 1:
@@ -100,8 +109,17 @@ async def complete_upload(
                                retries=attempt - 1)
             if attempt > 1 and (exc.code in AMBIGUOUS_ON_RETRY or exc.transient):
                 # an earlier attempt may have completed the upload
-                if await _settle(store, key, expected, policy):
+                found = await _settle(store, key, policy)
+                if is_ours(found, expected):
                     return Outcome(Verdict.DONE, f"settled by HeadObject after {exc.code}", True, attempt - 1)
+                if found is not None and may_have_landed and exc.code in AMBIGUOUS_ON_RETRY:
+                    # ours may have landed and been replaced since: re-uploading would overwrite theirs
+                    log.error("Complete of %r upload_id=%s: %s after a retry, and the object under the key "
+                              "is not ours (size %d, ETag %s; ours: size %d, ETag %s)", key, upload_id,
+                              exc.code, found.size, found.etag, expected.size, expected.etag)
+                    return Outcome(Verdict.FAILED, f"{exc.code} after a retry and another object under the key",
+                                   True, attempt - 1)
+            may_have_landed = may_have_landed or exc.code in OUTCOME_UNKNOWN
             if exc.code in REPAIR_CODES:
                 return Outcome(Verdict.REPAIR, f"{exc.code} on Complete", retries=attempt - 1)
             if exc.transient:
@@ -115,25 +133,27 @@ async def complete_upload(
             return Outcome(Verdict.DONE, retries=attempt - 1)
         # 200 without an ETag, or with one we did not expect: ask what is there
         why = "no ETag in the answer" if result.etag is None else f"unexpected ETag {result.etag}"
-        if await _settle(store, key, expected, policy):
+        if is_ours(await _settle(store, key, policy), expected):
             return Outcome(Verdict.DONE, f"settled by HeadObject ({why})", True, attempt - 1)
         if result.etag is not None:
             log.error("Complete of %r answered ETag %s, expected %s: re-uploading", key, result.etag, expected.etag)
             return Outcome(Verdict.REPAIR, why, retries=attempt - 1)
+        may_have_landed = True
         log.warning("Complete of %r upload_id=%s: %s and no such object yet; retrying", key, upload_id, why)
         if on_retry is not None:
             on_retry(S3Error("EmptyAnswer", key, why, "CompleteMultipartUpload"))
     # attempts exhausted
-    if await _settle(store, key, expected, policy):
+    if is_ours(await _settle(store, key, policy), expected):
         return Outcome(Verdict.DONE, "settled by HeadObject after retries", True, attempt)
     return Outcome(Verdict.FAILED, f"Complete failed after {attempt} attempts: {last}", retries=attempt)
 
 
-async def _settle(store: ObjectStore, key: str, expected: Expected, policy: RetryPolicy) -> bool:
-    """HeadObject is idempotent: a transient failure of it is retried, not taken as "not ours"."""
+async def _settle(store: ObjectStore, key: str, policy: RetryPolicy) -> ObjectInfo | None:
+    """HeadObject is idempotent: a transient failure of it is retried, not taken as "not ours"
+    (None, as for no object, when it keeps failing)."""
     try:
-        return await retrying(lambda: object_is_ours(store, key, expected), policy,
+        return await retrying(lambda: object_under_key(store, key), policy,
                               f"HeadObject of {key!r} to settle Complete")
     except S3Error as exc:
         log.warning("HeadObject of %r to settle Complete failed: %s", key, exc)
-        return False
+        return None

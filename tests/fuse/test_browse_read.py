@@ -7,17 +7,22 @@ import hashlib
 import http.server
 import os
 import random
+import socket
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
 
-from s3fsmpu.mountinfo import find_mount
+from s3fsmpu.cli import pid_alive, pid_file
 from s3fsmpu.local_server import free_port
-from tests.conftest import S3FSMPU, bucket_bytes
+from s3fsmpu.mountinfo import find_mount
+from tests.conftest import S3FSMPU, bucket_bytes, wait_for
+
+MIB = 1 << 20
 
 pytestmark = pytest.mark.fuse
 
@@ -256,7 +261,25 @@ def test_foreground_mount_unmounts_on_sigterm(bucket, moto_url, tmp_path, s3):
         subprocess.run(["fusermount3", "-uz", str(mp)], capture_output=True)
 
 
-def test_local_mode_needs_no_account(tmp_path):
+def embedded_server(mount_pid: int) -> tuple[int, int]:
+    """(pid, port) of the moto server a `--local` mount started as its child."""
+    for task in Path(f"/proc/{mount_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"moto.server" in argv:
+                return int(child), int(argv[argv.index(b"-p") + 1])
+    raise AssertionError(f"mount process {mount_pid} has no moto.server child")
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_local_mode_needs_no_account_and_its_server_stops_with_the_mount(tmp_path):
     mp = tmp_path / "local"
     mp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -264,17 +287,17 @@ def test_local_mode_needs_no_account(tmp_path):
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     try:
-        (mp / "hello.txt").write_bytes(b"hi")
-        assert (mp / "hello.txt").read_bytes() == b"hi"
-        assert os.listdir(mp) == ["hello.txt"]
+        server_pid, port = embedded_server(int(Path(pid_file(str(mp))).read_text()))
+        data = random.randbytes(6 * MIB + 123)  # a multipart upload
+        (mp / "hello.bin").write_bytes(data)
+        assert (mp / "hello.bin").read_bytes() == data
+        assert os.listdir(mp) == ["hello.bin"]
+        direct = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                              aws_access_key_id="any", aws_secret_access_key="any")
+        assert bucket_bytes(direct, "demo", "hello.bin") == data
     finally:
-        u = subprocess.run([S3FSMPU, "unmount", str(mp)], capture_output=True, text=True, timeout=60)
+        u = subprocess.run([S3FSMPU, "unmount", str(mp)], capture_output=True, text=True, timeout=60, check=False)
         assert u.returncode == 0, u.stderr
     assert not os.path.ismount(mp)
-    time.sleep(0.5)
-    left = subprocess.run(["pgrep", "-f", "moto.server -H 127.0.0.1"], capture_output=True, text=True)
-    # the embedded server dies with its mount: none of ours may be left (other test servers may run)
-    for pid in left.stdout.split():
-        ppid = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1]
-        assert Path(f"/proc/{ppid}/cmdline").exists() and b"s3fsmpu" not in Path(
-            f"/proc/{ppid}/cmdline").read_bytes(), "embedded moto outlived its mount"
+    assert wait_for(lambda: not pid_alive(server_pid), timeout=30), "embedded moto outlived its mount"
+    assert not accepts_connections(port), f"something still answers on the embedded server's port {port}"

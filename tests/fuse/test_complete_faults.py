@@ -178,3 +178,30 @@ def test_uploads_command_lists_and_aborts_1500(s3, bucket, moto_url):
     assert time.monotonic() - t0 < 120
     left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["Key"] for u in left] == ["elsewhere/keep"]
+
+
+def test_lost_complete_answer_and_another_clients_object_is_not_ours(s3, bucket, mounter, proxy):
+    """ETag mode: our Complete landed but its answer was lost, the retry hears NoSuchUpload (as
+    from S3 for a finished upload), and by the time HeadObject settles it, another client has
+    put its own object under the key. That object is not ours: close() fails, the bytes are
+    kept, and the other client's object stays."""
+    theirs = random.randbytes(2 * MIB)
+    lost = proxy.add_rule("CompleteMultipartUpload", "drop_response")
+    proxy.add_rule("CompleteMultipartUpload", "status", status=404, code="NoSuchUpload")
+
+    def another_client_puts(request) -> None:  # noqa: ANN001 - the proxy's Request; then forwarded
+        s3.put_object(Bucket=bucket, Key="f.bin", Body=theirs)
+
+    overwritten = proxy.add_rule("HeadObject", another_client_puts, match=lambda r: lost.hits > 0)
+    m = mounter(bucket, *FAST, endpoint=proxy.url)
+    data = random.randbytes(12 * MIB + 5)
+    with pytest.raises(OSError) as info:
+        write_with_python(m.path / "f.bin", data)
+    assert info.value.errno == errno.EIO
+    assert lost.hits == 1 and overwritten.hits == 1
+    proxy.wait_idle(10)
+    assert bucket_bytes(s3, bucket, "f.bin") == theirs
+    assert open_uploads(s3, bucket) == []
+    kept = _recovered(m.cache_dir)
+    assert len(kept) == 1 and kept[0].read_bytes() == data
+    assert str(kept[0]) in m.log

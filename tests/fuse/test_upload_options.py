@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import random
 import stat
 import threading
+import zlib
+from urllib.parse import parse_qs
+from xml.etree import ElementTree
 
 import pytest
+from awscrt import checksums
 
 from tests.conftest import bucket_bytes, wait_for
 
@@ -16,17 +22,27 @@ MIB = 1 << 20
 
 
 class HeaderCapture:
-    """A proxy rule action that records each request's headers and forwards it."""
+    """A proxy rule action that records each request's headers (and, if asked, body) and forwards it.
 
-    def __init__(self) -> None:
+    The headers are lower-cased; ":query" holds the query string.
+    """
+
+    def __init__(self, bodies: bool = False) -> None:
         self.seen: list[tuple[str, dict[str, str]]] = []
+        self.bodies: list[bytes] = []
+        self._keep_bodies = bodies
         self._lock = threading.Lock()
 
-    def __call__(self, request) -> None:  # noqa: ANN001 - the proxy's Request
+    def __call__(self, request) -> None:  # the proxy's Request: forwarded unchanged
         headers = {k.lower(): v for k, v in request.headers}
+        headers[":query"] = request.query
         with self._lock:
             self.seen.append((request.op, headers))
-        return None
+            self.bodies.append(request.body if self._keep_bodies else b"")
+
+    def requests(self, *ops: str) -> list[tuple[str, dict[str, str], bytes]]:
+        """(op, headers, body) of each request of `ops`, in the order they arrived."""
+        return [(op, h, b) for (op, h), b in zip(self.seen, self.bodies, strict=True) if op in ops]
 
     def ops_with(self, header: str) -> set[str]:
         return {op for op, h in self.seen if header in h}
@@ -59,37 +75,73 @@ def test_new_file_metadata_rides_on_the_upload(s3, bucket, mounter, proxy):
     assert len(creates) == 1 and "x-amz-meta-mode" in creates[0]
 
 
-@pytest.mark.parametrize("algorithm,header", [("CRC32", "x-amz-checksum-crc32"),
-                                              ("CRC32C", "x-amz-checksum-crc32c"),
-                                              ("SHA256", "x-amz-checksum-sha256")])
-def test_checksum_on_every_part(algorithm, header, s3, bucket, mounter, proxy):
-    capture = HeaderCapture()
+# independent of s3fsmpu.upload.digest: what S3 computes for each algorithm
+REFERENCE_DIGEST = {
+    "CRC32": lambda b: zlib.crc32(b).to_bytes(4, "big"),
+    "CRC32C": lambda b: checksums.crc32c(b).to_bytes(4, "big"),
+    "SHA1": lambda b: hashlib.sha1(b).digest(),
+    "SHA256": lambda b: hashlib.sha256(b).digest(),
+    "CRC64NVME": lambda b: checksums.crc64nvme(b).to_bytes(8, "big"),
+}
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def plain_body(headers: dict[str, str], body: bytes) -> bytes:
+    """The request body as S3 hashes it; a framed (aws-chunked) body would hash differently."""
+    assert "aws-chunked" not in headers.get("content-encoding", "")
+    assert "transfer-encoding" not in headers
+    assert len(body) == int(headers["content-length"])
+    return body
+
+
+def complete_parts(body: bytes) -> dict[int, dict[str, str]]:
+    """The <Part> entries of a CompleteMultipartUpload body: number -> {field: text}."""
+    parts = {}
+    for element in ElementTree.fromstring(body).iter():
+        if element.tag.rpartition("}")[2] == "Part":
+            fields = {child.tag.rpartition("}")[2]: child.text or "" for child in element}
+            parts[int(fields["PartNumber"])] = fields
+    return parts
+
+
+@pytest.mark.parametrize("algorithm", [*REFERENCE_DIGEST, None])
+def test_content_md5_and_checksum_values_match_the_bytes_sent(algorithm, s3, bucket, mounter, proxy):
+    capture = HeaderCapture(bodies=True)
     proxy.add_rule("*", capture, times=None)
-    m = mounter(bucket, "--part-size", "5MiB", "--checksum-algorithm", algorithm, endpoint=proxy.url)
-    data = random.randbytes(12 * MIB)
+    option = ("--checksum-algorithm", algorithm) if algorithm else ()
+    m = mounter(bucket, "--part-size", "5MiB", *option, endpoint=proxy.url)
+    data = random.randbytes(12 * MIB + 5)
     (m.path / "c.bin").write_bytes(data)
     (m.path / "s.bin").write_bytes(b"small one")
     assert bucket_bytes(s3, bucket, "c.bin") == data
     assert bucket_bytes(s3, bucket, "s.bin") == b"small one"
-    parts = [h for op, h in capture.seen if op == "UploadPart"]
-    assert len(parts) == 3
-    assert all(header in h and "content-md5" in h for h in parts)
-    creates = [h for op, h in capture.seen if op == "CreateMultipartUpload"]
-    assert creates[0].get("x-amz-checksum-algorithm", "").upper() == algorithm
-    puts = [h for op, h in capture.seen if op == "PutObject"]
-    assert puts and all(header in h and "content-md5" in h for h in puts)
-
-
-def test_no_checksum_means_content_md5_only(s3, bucket, mounter, proxy):
-    capture = HeaderCapture()
-    proxy.add_rule("*", capture, times=None)
-    m = mounter(bucket, "--part-size", "5MiB", endpoint=proxy.url)
-    (m.path / "n.bin").write_bytes(random.randbytes(6 * MIB))
-    parts = [h for op, h in capture.seen if op in ("UploadPart", "PutObject")]
-    assert parts and all("content-md5" in h for h in parts)
-    assert not any(k.startswith("x-amz-checksum-") for h in parts for k in h)
-    # payload signing is off: no body is SHA-256 hashed twice
-    assert all(h.get("x-amz-content-sha256") == "UNSIGNED-PAYLOAD" for h in parts)
+    header = f"x-amz-checksum-{algorithm.lower()}" if algorithm else None
+    sent: dict[int, bytes] = {}  # part number -> the body of its last UploadPart
+    for op, h, body in capture.requests("UploadPart", "PutObject"):
+        raw = plain_body(h, body)
+        assert h["content-md5"] == b64(hashlib.md5(raw).digest()), op
+        # payload signing is off: no body is SHA-256 hashed twice
+        assert h.get("x-amz-content-sha256") == "UNSIGNED-PAYLOAD"
+        if header:
+            assert h[header] == b64(REFERENCE_DIGEST[algorithm](raw)), op
+        else:
+            assert not [k for k in h if k.startswith("x-amz-checksum-")], op
+        if op == "UploadPart":
+            sent[int(parse_qs(h[":query"])["partNumber"][0])] = raw
+    assert sorted(sent) == [1, 2, 3] and b"".join(sent[n] for n in (1, 2, 3)) == data
+    creates = [h for _, h, _ in capture.requests("CreateMultipartUpload")]
+    assert [h.get("x-amz-checksum-algorithm", "").upper() for h in creates] == [algorithm or ""]
+    # Complete lists each part's ETag (its MD5) and, with an algorithm, its checksum
+    (_, _, complete), = capture.requests("CompleteMultipartUpload")
+    listed = complete_parts(complete)
+    assert sorted(listed) == [1, 2, 3]
+    for n, fields in listed.items():
+        assert fields["ETag"].strip('"') == hashlib.md5(sent[n]).hexdigest()
+        expected = b64(REFERENCE_DIGEST[algorithm](sent[n])) if algorithm else None
+        assert fields.get(f"Checksum{algorithm}") == expected, n
 
 
 def test_storage_class_sse_and_bucket_options(s3, bucket, mounter, proxy):
@@ -111,10 +163,21 @@ def test_storage_class_sse_and_bucket_options(s3, bucket, mounter, proxy):
     assert {"CreateMultipartUpload", "PutObject"} <= capture.ops_with("x-amz-storage-class")
 
 
+def ssec_headers(key: bytes) -> dict[str, str]:
+    """The SSE-C request headers for `key`, as S3 expects them."""
+    prefix = "x-amz-server-side-encryption-customer-"
+    return {prefix + "algorithm": "AES256", prefix + "key": b64(key),
+            prefix + "key-md5": b64(hashlib.md5(key).digest())}
+
+
 def test_sse_c_headers_on_every_part_and_reads(s3, bucket, mounter, proxy, tmp_path):
     key = os.urandom(32)
     key_file = tmp_path / "sse-c.key"
     key_file.write_bytes(key)
+    # an object from another client: the mount must HEAD and GET it with the key
+    other = random.randbytes(3 * MIB)
+    s3.put_object(Bucket=bucket, Key="other.bin", Body=other, SSECustomerAlgorithm="AES256",
+                  SSECustomerKey=key)
     capture = HeaderCapture()
     proxy.add_rule("*", capture, times=None)
     m = mounter(bucket, "--part-size", "5MiB", "--sse-c-key-file", str(key_file), "--checksum-algorithm",
@@ -123,10 +186,15 @@ def test_sse_c_headers_on_every_part_and_reads(s3, bucket, mounter, proxy, tmp_p
     (m.path / "enc.bin").write_bytes(data)
     got = s3.get_object(Bucket=bucket, Key="enc.bin", SSECustomerAlgorithm="AES256", SSECustomerKey=key)
     assert got["Body"].read() == data
-    ssec = "x-amz-server-side-encryption-customer-key"
-    assert {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"} <= capture.ops_with(ssec)
     # ETags are not MD5s under SSE-C: the upload token in the metadata settles identity
     assert "s3fsmpu-token" in s3.head_object(Bucket=bucket, Key="enc.bin", SSECustomerAlgorithm="AES256",
                                              SSECustomerKey=key)["Metadata"]
+    assert (m.path / "other.bin").read_bytes() == other
     assert (m.path / "enc.bin").read_bytes() == data
-    assert "sse-c" not in m.log.lower() or key.hex() not in m.log
+    expected = ssec_headers(key)
+    every = {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "HeadObject", "GetObject"}
+    assert every <= {op for op, _ in capture.seen}
+    for op, h in capture.seen:
+        if op in every:
+            assert {k: h.get(k) for k in expected} == expected, op
+    assert key.hex() not in m.log and b64(key) not in m.log

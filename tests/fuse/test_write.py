@@ -7,12 +7,15 @@ import hashlib
 import os
 import random
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import bucket_bytes, open_uploads, vm_kib, wait_for
+from tests.faultproxy import Hold
 
 pytestmark = pytest.mark.fuse
 MIB = 1 << 20
@@ -189,3 +192,56 @@ def test_recovery_spool_is_removed_after_success(s3, bucket, mounter):
     spool = Path(m.cache_dir) / "spool"
     assert wait_for(lambda: not list(spool.iterdir()), timeout=5)
     assert not (Path(m.cache_dir) / "recovery").exists()
+
+
+WRITER = """
+import os, sys
+src, dst, progress = sys.argv[1:4]
+data = open(src, "rb").read()
+fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for i in range(0, len(data), 1 << 20):
+    os.write(fd, data[i : i + (1 << 20)])
+    os.pwrite(os.open(progress, os.O_WRONLY), b"%20d" % (i + len(data[i : i + (1 << 20)])), 0)
+os.close(fd)
+"""
+
+
+def progress_settles(progress: Path, still: float = 2.0, timeout: float = 60.0) -> int:
+    """Poll the writer's byte counter until it has not moved for `still` seconds; its value."""
+    last, since = -1, time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        now = int(progress.read_bytes() or b"0")
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return now
+        time.sleep(0.05)
+    raise AssertionError(f"the writer never stopped: {last} bytes written")
+
+
+def test_writer_waits_at_max_memory_while_uploads_stall(s3, bucket, mounter, proxy, tmp_path):
+    """--max-memory is backpressure through the kernel: with every UploadPart held at the
+    proxy, a writer stops at about --max-memory, and goes on once the parts go through."""
+    part, budget = 5 * MIB, 20 * MIB
+    hold = Hold()
+    proxy.add_rule("UploadPart", hold, times=None)
+    m = mounter(bucket, "--part-size", "5MiB", "--max-memory", "20MiB", endpoint=proxy.url)
+    data = random.randbytes(64 * MIB)
+    src, progress = tmp_path / "src.bin", tmp_path / "progress"
+    src.write_bytes(data)
+    progress.write_bytes(b"0")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(src), str(m.path / "big.bin"), str(progress)])
+    try:
+        assert hold.wait_held(1), "no UploadPart reached the proxy"
+        stopped = progress_settles(progress)
+        # parts ready or in flight hold the budget; the part being filled and the
+        # kernel's write in progress come on top
+        assert budget <= stopped <= budget + part + MIB, stopped / MIB
+        assert writer.poll() is None
+    finally:
+        hold.release()
+    assert writer.wait(120) == 0
+    assert int(progress.read_bytes()) == len(data)
+    assert bucket_bytes(s3, bucket, "big.bin") == data
+    assert open_uploads(s3, bucket) == []

@@ -16,7 +16,7 @@ from s3fsmpu.upload.digest import digest_bytes
 MIB = 1 << 20
 
 
-def _store(url: str, bucket: str) -> Boto3Store:
+def proxied_store(url: str, bucket: str) -> Boto3Store:
     return Boto3Store(bucket, ConnectionConfig(endpoint_url=url, region="us-east-1", addressing_style="path",
                                                read_timeout=3))
 
@@ -36,7 +36,7 @@ async def _two_parts(store: Boto3Store) -> tuple[str, list[PartRef]]:
 def test_error_after_keepalive_whitespace_keeps_its_code(code, proxy, bucket):
     """botocore alone reports any 200-with-whitespace as a bare '500'."""
     proxy.add_rule("CompleteMultipartUpload", "error_in_200", code=code, padding=b"\n   \n" * 10)
-    store = _store(proxy.url, bucket)
+    store = proxied_store(proxy.url, bucket)
 
     async def main() -> None:
         upload_id, refs = await _two_parts(store)
@@ -49,7 +49,7 @@ def test_error_after_keepalive_whitespace_keeps_its_code(code, proxy, bucket):
 
 def test_success_after_keepalive_whitespace_is_success(proxy, bucket, s3):
     proxy.add_rule("CompleteMultipartUpload", "pad_200", padding=b" \n" * 50, pieces=5)
-    store = _store(proxy.url, bucket)
+    store = proxied_store(proxy.url, bucket)
 
     async def main() -> None:
         upload_id, refs = await _two_parts(store)
@@ -62,7 +62,7 @@ def test_success_after_keepalive_whitespace_is_success(proxy, bucket, s3):
 
 
 def test_dropped_connection_and_timeout_are_transient(proxy, bucket):
-    store = _store(proxy.url, bucket)
+    store = proxied_store(proxy.url, bucket)
     proxy.add_rule("CompleteMultipartUpload", "drop_response")
     proxy.add_rule("HeadObject", "stall", seconds=5, then="close")
 
