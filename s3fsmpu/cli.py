@@ -126,6 +126,9 @@ def build_parser() -> Parser:
     w.add_argument("--sse-kms-key-id", metavar="ID")
     w.add_argument("--sse-c-key-file", metavar="FILE", help="32-byte key, raw or base64")
     w.add_argument("--storage-class", metavar="C")
+    w.add_argument("--conflicts", choices=["fail", "overwrite"], default="fail",
+                   help="a key another client changed since this mount knew it: fail the close() "
+                        "(default; conditional writes) or overwrite it (last writer wins)")
     f = m.add_argument_group("files")
     f.add_argument("--read-only", action="store_true")
     f.add_argument("--allow-other", action="store_true")
@@ -219,6 +222,7 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         storage_class=args.storage_class,
         requester_pays=args.requester_pays,
         expected_bucket_owner=args.expected_bucket_owner,
+        conflicts=args.conflicts,
     )
     return MountConfig(
         location=args.location,

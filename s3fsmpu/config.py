@@ -104,6 +104,9 @@ class UploadConfig:
     storage_class: str | None = None
     requester_pays: bool = False
     expected_bucket_owner: str | None = None
+    # "fail": a publish replaces only the version this mount knew (conditional writes);
+    # "overwrite": last writer wins
+    conflicts: str = "fail"
     # attempts per part and per Complete, and the backoff ceiling
     max_attempts: int = 6
     backoff_base: float = 0.2

@@ -14,9 +14,9 @@ import trio
 
 from s3fsmpu.errors import S3Error, UploadFailed, first_error
 from s3fsmpu.retry import RetryPolicy, retrying
-from s3fsmpu.store.base import ObjectStore, PartRef, WriteMeta
+from s3fsmpu.store.base import Expect, ObjectStore, PartRef, WriteMeta
 from s3fsmpu.store.memory import multipart_etag
-from s3fsmpu.upload.completion import TOKEN_KEY, Expected, Verdict, complete_upload
+from s3fsmpu.upload.completion import TOKEN_KEY, Expected, Verdict, abort_quietly, complete_upload
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,16 @@ async def copy_object(
     part_size: int = COPY_PART,
     etags_are_md5: bool = True,
     src_etag: str | None = None,
-    dst_etag: str | None = None,
+    expect: Expect | None = None,
 ) -> str | None:
     """Copy `src` to `dst` (with `meta`, or the source's metadata when None); the new ETag.
 
     With `src_etag`, only while the source is that object: a copy must not carry
     attributes (or a name) over to an object another client put there meanwhile.
-    `dst_etag` guards the destination the same way (CopyObject only: a multipart
-    copy's Complete takes no condition yet)."""
+    `expect` is what the destination must hold (a conditional write, on the copy or
+    on a multipart copy's Complete)."""
     if size <= limit:
-        return await retrying(lambda: store.copy(src, dst, meta, src_etag, dst_etag), policy,
+        return await retrying(lambda: store.copy(src, dst, meta, src_etag, expect), policy,
                               f"CopyObject {src!r} -> {dst!r}")
     if meta is None:
         info = await store.head(src)
@@ -80,15 +80,14 @@ async def copy_object(
             raise first_error(group) from group
         ordered = [refs[n] for n, _, _ in ranges]
         expected = Expected(size, multipart_etag([r.etag for r in ordered]) if token is None else None, token)
-        outcome = await complete_upload(store, dst, upload_id, ordered, expected, policy)
+        outcome = await complete_upload(store, dst, upload_id, ordered, expected, policy, expect=expect)
         if outcome.verdict is not Verdict.DONE:
             raise UploadFailed(dst, f"multipart copy from {src!r}: {outcome.reason}")
+        if outcome.settled_by_head:  # an earlier attempt landed; this upload may still be open
+            await abort_quietly(store, dst, upload_id, policy)
         log.info("copied %r -> %r in %d parts (%d bytes)", src, dst, len(ordered), size)
-        return expected.etag
+        return expected.etag or outcome.etag
     except BaseException:
         with trio.CancelScope(shield=True):
-            try:
-                await store.abort_multipart(dst, upload_id)
-            except S3Error as exc:
-                log.warning("could not abort copy upload %s of %r: %s", upload_id, dst, exc)
+            await abort_quietly(store, dst, upload_id, policy)
         raise

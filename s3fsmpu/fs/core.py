@@ -41,7 +41,7 @@ from s3fsmpu.fs.metacache import MetadataCache
 from s3fsmpu.fs.node_locks import NodeLocks
 from s3fsmpu.fs.reader import Reader
 from s3fsmpu.retry import RetryPolicy
-from s3fsmpu.store.base import Body, ObjectInfo, ObjectStore, WriteMeta
+from s3fsmpu.store.base import ABSENT, Body, Expect, ObjectInfo, ObjectStore, WriteMeta
 from s3fsmpu.store.retrying import RetryingStore
 from s3fsmpu.upload.driver import Uploader
 
@@ -493,11 +493,17 @@ class S3Filesystem:
             raise Exists(path)
         dir_mode = stat.S_IFDIR | (mode & 0o7777)
         now = time.time_ns()
-        await self.store.put(
-            self.key_of(path, dir=True), Body(0, data=b""),
-            WriteMeta(metadata.encode(dir_mode, uid, gid, now), "application/x-directory"),
-        )
+        try:
+            etag = await self.store.put(
+                self.key_of(path, dir=True), Body(0, data=b""),
+                WriteMeta(metadata.encode(dir_mode, uid, gid, now), "application/x-directory"), ABSENT,
+            )
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                raise Exists(path) from exc  # another client made it meanwhile
+            raise
         node = self._new_node(path, Kind.DIR)
+        node.etag = etag or None
         node.mode, node.uid, node.gid, node.mtime_ns = dir_mode, uid, gid, now
         node.fetched_at = time.monotonic()
         node = self.inodes.add(node)
@@ -545,9 +551,27 @@ class S3Filesystem:
         meta = metadata.encode(node.mode, node.uid, node.gid, node.mtime_ns)
         return WriteMeta({**kept, **meta}, node.content_type)
 
+    @staticmethod
+    def _known(node: Node | None) -> Expect:
+        """What this mount knows the node's key holds: a conditional write replaces only that."""
+        return ABSENT if node is None or node.etag is None else Expect(node.etag)
+
+    async def _delete_version(self, key: str, etag: str | None) -> None:
+        """Delete the version this mount knew; a newer one another client wrote came after
+        this delete in time, so it stays (If-Match; unconditional where etag is None)."""
+        try:
+            await self.store.delete(key, etag)
+        except S3Error as exc:
+            if etag is None or exc.code not in ("PreconditionFailed", "412", "NoSuchKey"):
+                raise
+            if exc.code != "NoSuchKey":
+                log.warning("%r: another client wrote it since this mount knew ETag %s; its version stays",
+                            key, etag)
+
     def _start_writer(self, node: Node) -> None:
         assert self.uploader is not None
-        node.writer = self.uploader.open_session(self.key_of(node.path), self._write_meta(node))
+        node.writer = self.uploader.open_session(self.key_of(node.path), self._write_meta(node),
+                                                 self._known(node))
 
     async def _start_writer_after_copy(self, node: Node) -> None:
         """A new upload of the key waits for a self-copy in flight (which would otherwise
@@ -738,7 +762,7 @@ class S3Filesystem:
         if node.writer is not None:
             node.writer.discard()  # still open: its upload must not bring the name back
         if node.writer is None or node.etag is not None or await self._exists_key(self.key_of(path)):
-            await self.store.delete(self.key_of(path))
+            await self._delete_version(self.key_of(path), node.etag)
         self.metacache.delete(self.key_of(path))
         self._clear_pending(node)
         self.inodes.unlink_path(path)
@@ -784,8 +808,9 @@ class S3Filesystem:
                 if node.inode == ROOT_INODE:
                     self.metacache.put(ROOT_META_KEY, "local", new_meta)
                 if node.path or self.prefix:
-                    await self.store.put(self.key_of(node.path, dir=True), Body(0, data=b""),
-                                         WriteMeta(new_meta, "application/x-directory"))
+                    etag = await self.store.put(self.key_of(node.path, dir=True), Body(0, data=b""),
+                                                WriteMeta(new_meta, "application/x-directory"), self._known(node))
+                    node.etag = etag or None
             return self.attr(node)
         if size is not None:
             own = node.writer is None
@@ -855,7 +880,7 @@ class S3Filesystem:
         try:
             etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
                                      etags_are_md5=self.config.upload.etags_are_md5,
-                                     src_etag=node.etag, dst_etag=node.etag)
+                                     src_etag=node.etag, expect=self._known(node))
         except S3FSError as exc:  # S3Error, or a failed multipart copy
             if isinstance(exc, S3Error) and exc.code in ("PreconditionFailed", "NoSuchKey"):
                 log.warning("attributes of %r not stored: another client replaced or deleted it "
@@ -911,8 +936,9 @@ class S3Filesystem:
                 and writer.base_key is None):
             # nothing of it is in an upload yet: it simply completes under the new name
             writer.key = self.key_of(new_path)
+            writer.expect = self._known(replaced)
             if node.etag is not None:  # an earlier version is in S3 under the old name
-                await self.store.delete(self.key_of(old_path))
+                await self._delete_version(self.key_of(old_path), node.etag)
                 self.metacache.delete(self.key_of(old_path))
         else:
             # files being written are published under their old key first, then moved
@@ -922,7 +948,8 @@ class S3Filesystem:
             if node.kind is Kind.DIR:
                 await self._rename_dir(old_path, new_path)
             else:
-                await self._rename_file(node, self.key_of(old_path), self.key_of(new_path))
+                await self._rename_file(node, self.key_of(old_path), self.key_of(new_path),
+                                        self._known(replaced if replaced is not node else None))
         self.inodes.move(old_path, new_path)
         if self._moved_etags:  # a directory's objects were copied: the same bytes, new ETags
             for n in self.inodes.subtree(new_path):
@@ -938,12 +965,14 @@ class S3Filesystem:
         self._listing_add(node)
         node.fetched_at = time.monotonic()
 
-    async def _rename_file(self, node: Node, old_key: str, new_key: str) -> None:
-        """One copy (carrying attributes changed since close) and one delete."""
+    async def _rename_file(self, node: Node, old_key: str, new_key: str, target: Expect) -> None:
+        """One copy (carrying attributes changed since close) and one delete, each of the
+        versions this mount knows: of the source, and of what the target replaces."""
         meta = self._write_meta(node) if node.meta_pending else None
         etag = await copy_object(self.store, old_key, new_key, node.size, meta, self.policy,
-                                 etags_are_md5=self.config.upload.etags_are_md5)
-        await self.store.delete(old_key)
+                                 etags_are_md5=self.config.upload.etags_are_md5,
+                                 src_etag=node.etag, expect=target)
+        await self._delete_version(old_key, node.etag)
         self.metacache.delete(old_key)
         if meta is not None:
             node.metadata = dict(meta.metadata)
@@ -954,6 +983,7 @@ class S3Filesystem:
     async def _rename_dir(self, old_path: str, new_path: str) -> None:
         if new_path == old_path or new_path.startswith(old_path + "/"):
             raise InvalidArgument("cannot move a directory into itself")
+        target_marker: str | None = None  # the ETag of the empty target's marker, if any
         try:
             target = await self._resolve(new_path)
         except NotFound:
@@ -964,6 +994,7 @@ class S3Filesystem:
             page = await self.store.list_page(self.key_of(new_path, dir=True), delimiter=None, max_keys=2)
             if any(o.key != self.key_of(new_path, dir=True) for o in page.objects):
                 raise NotEmpty(new_path)
+            target_marker = next((o.etag for o in page.objects), None)
         old_prefix, new_prefix = self.key_of(old_path, dir=True), self.key_of(new_path, dir=True)
         objects: list[ObjectInfo] = []
         token = None
@@ -975,8 +1006,9 @@ class S3Filesystem:
             token = page.next_token
         if not any(o.key == old_prefix for o in objects):
             # the new directory gets a marker either way
-            await self.store.put(old_prefix, Body(0, data=b""), WriteMeta({}, "application/x-directory"))
-            objects.append(ObjectInfo(old_prefix, 0, "", 0.0))
+            etag = await self.store.put(old_prefix, Body(0, data=b""), WriteMeta({}, "application/x-directory"),
+                                        ABSENT)
+            objects.append(ObjectInfo(old_prefix, 0, etag, 0.0))
         # markers last, so an interrupted rename leaves both trees listable
         limiter = trio.CapacityLimiter(8)
         for batch in ([o for o in objects if not o.key.endswith("/")],
@@ -984,18 +1016,21 @@ class S3Filesystem:
             try:
                 async with trio.open_nursery() as nursery:
                     for info in batch:
-                        nursery.start_soon(self._move_key, info, old_prefix, new_prefix, limiter)
+                        nursery.start_soon(self._move_key, info, old_prefix, new_prefix, limiter,
+                                           Expect(target_marker) if info.key == old_prefix and target_marker
+                                           else ABSENT)
             except BaseExceptionGroup as group:
                 raise first_error(group) from group
 
     async def _move_key(self, info: ObjectInfo, old_prefix: str, new_prefix: str,
-                        limiter: trio.CapacityLimiter) -> None:
+                        limiter: trio.CapacityLimiter, target: Expect) -> None:
         async with limiter:
             new_key = new_prefix + info.key[len(old_prefix):]
             etag = await copy_object(self.store, info.key, new_key, info.size, None, self.policy,
-                                     etags_are_md5=self.config.upload.etags_are_md5)
+                                     etags_are_md5=self.config.upload.etags_are_md5,
+                                     src_etag=info.etag or None, expect=target)
             self._moved_etags[new_key] = etag
-            await self.store.delete(info.key)
+            await self._delete_version(info.key, info.etag or None)
             cached = self.metacache.get(info.key, info.etag)
             self.metacache.delete(info.key)
             self.metacache.put(new_key, etag, cached)
@@ -1008,11 +1043,17 @@ class S3Filesystem:
         data = target.encode("utf-8", "surrogateescape")
         mode = stat.S_IFLNK | 0o777
         now = time.time_ns()
-        await self.store.put(self.key_of(path), Body(len(data), data=data),
-                             WriteMeta(metadata.encode(mode, uid, gid, now)))
+        try:
+            etag = await self.store.put(self.key_of(path), Body(len(data), data=data),
+                                        WriteMeta(metadata.encode(mode, uid, gid, now)), ABSENT)
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                raise Exists(path) from exc  # another client made it meanwhile
+            raise
         node = self._new_node(path, Kind.SYMLINK)
         node.mode, node.uid, node.gid, node.mtime_ns, node.size = mode, uid, gid, now, len(data)
         node.metadata = metadata.encode(mode, uid, gid, now)
+        node.etag = etag or None
         node.fetched_at = time.monotonic()
         node = self.inodes.add(node)
         node.lookups += 1

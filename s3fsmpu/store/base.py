@@ -149,6 +149,27 @@ class SliceReader(io.RawIOBase):
 
 
 @dataclass(frozen=True)
+class Expect:
+    """What a key must hold for a write to take effect (a conditional write).
+
+    `etag` None: nothing (If-None-Match: *); else that version (If-Match). A
+    write whose condition fails raises S3Error PreconditionFailed (412), or
+    NoSuchKey where If-Match finds no object; 409 ConditionalRequestConflict
+    means a concurrent write interfered (start over)."""
+
+    etag: str | None
+
+    def holds(self, current_etag: str | None) -> bool:
+        return current_etag == self.etag
+
+    def __str__(self) -> str:
+        return "no object" if self.etag is None else f"ETag {self.etag}"
+
+
+ABSENT = Expect(None)
+
+
+@dataclass(frozen=True)
 class WriteMeta:
     """User metadata and content type for a new object."""
 
@@ -169,20 +190,23 @@ class ObjectStore(Protocol):
         self, prefix: str, delimiter: str | None = "/", token: str | None = None, max_keys: int = 1000
     ) -> ListPage: ...
 
-    async def put(self, key: str, body: Body, meta: WriteMeta) -> str:
-        """PutObject; returns the ETag."""
+    async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
+        """PutObject, only if the key holds what `expect` says; returns the ETag."""
         ...
 
     async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
-                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
+                   src_etag: str | None = None, expect: Expect | None = None) -> str:
         """CopyObject (meta None: keep the source's metadata); returns the new ETag.
 
-        With `src_etag`, only if the source is still that object; with `dst_etag`, only
-        if the destination is (If-Match: AWS since 2025; moto and radosgw 16 ignore
+        With `src_etag`, only if the source is still that object; with `expect`, only
+        if the destination holds that (AWS since 2025; moto 5.2 and radosgw 16 ignore
         it). Either failing is PreconditionFailed."""
         ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str, etag: str | None = None) -> None:
+        """DeleteObject; with `etag`, only that version (If-Match: PreconditionFailed
+        if another is there now, NoSuchKey if none)."""
+        ...
 
     async def create_multipart(self, key: str, meta: WriteMeta) -> str: ...
 
@@ -196,7 +220,7 @@ class ObjectStore(Protocol):
         ...
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartRef]
+        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None
     ) -> CompleteResult: ...
 
     async def abort_multipart(self, key: str, upload_id: str) -> None: ...

@@ -33,6 +33,7 @@ from s3fsmpu.errors import NoSuchKey, S3Error
 from s3fsmpu.store.base import (
     Body,
     CompleteResult,
+    Expect,
     ListPage,
     ObjectInfo,
     PartInfo,
@@ -58,6 +59,13 @@ _CHECKSUM_PARAM = {
 # S3 answers these 200 at once, may stream whitespace while it works, and puts
 # the outcome (result or <Error>) at the end of the body
 ANSWER_AFTER_KEEPALIVE = ("CompleteMultipartUpload", "CopyObject", "UploadPartCopy")
+
+
+def _condition(expect: Expect | None) -> dict[str, str]:
+    """The If-Match / If-None-Match parameter of a conditional write."""
+    if expect is None:
+        return {}
+    return {"IfNoneMatch": "*"} if expect.etag is None else {"IfMatch": f'"{expect.etag}"'}
 
 
 def make_client(conn: ConnectionConfig) -> Any:
@@ -296,17 +304,18 @@ class Boto3Store:
         prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
         return ListPage(objects, prefixes, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
 
-    async def put(self, key: str, body: Body, meta: WriteMeta) -> str:
+    async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
         def run() -> str:
             resp = self.client.put_object(
-                Bucket=self.bucket, Key=key, **self._body_args(body), **self._new_object_args(meta)
+                Bucket=self.bucket, Key=key, **self._body_args(body), **self._new_object_args(meta),
+                **_condition(expect),
             )
             return resp.get("ETag", "").strip('"')  # type: ignore[no-any-return]
 
         return await self._call("PutObject", key, run)
 
     async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
-                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
+                   src_etag: str | None = None, expect: Expect | None = None) -> str:
         def run() -> str:
             args: dict[str, Any]
             if meta is None:
@@ -315,8 +324,7 @@ class Boto3Store:
                 args = {"MetadataDirective": "REPLACE", **self._new_object_args(meta)}
             if src_etag:
                 args["CopySourceIfMatch"] = f'"{src_etag}"'
-            if dst_etag:
-                args["IfMatch"] = f'"{dst_etag}"'
+            args.update(_condition(expect))
             if self._ssec:
                 args["CopySourceSSECustomerAlgorithm"] = "AES256"
                 args["CopySourceSSECustomerKey"] = self.upload.sse_c_key
@@ -328,11 +336,12 @@ class Boto3Store:
 
         return await self._call("CopyObject", dst, run)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, etag: str | None = None) -> None:
         await self._call(
             "DeleteObject",
             key,
-            functools.partial(self.client.delete_object, Bucket=self.bucket, Key=key, **self._extra("DeleteObject")),
+            functools.partial(self.client.delete_object, Bucket=self.bucket, Key=key,
+                              **self._extra("DeleteObject"), **_condition(None if etag is None else Expect(etag))),
         )
 
     # ---- multipart --------------------------------------------------------
@@ -394,7 +403,7 @@ class Boto3Store:
         return await self._call("UploadPartCopy", key, run)
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartRef]
+        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None
     ) -> CompleteResult:
         param = _CHECKSUM_PARAM.get(self.upload.checksum_algorithm or "")
 
@@ -405,7 +414,7 @@ class Boto3Store:
                 if param and p.checksum:
                     entry[param] = p.checksum
                 listed.append(entry)
-            args: dict[str, Any] = {**self._extra("CompleteMultipartUpload")}
+            args: dict[str, Any] = {**self._extra("CompleteMultipartUpload"), **_condition(expect)}
             if not param:  # SSE-C headers go on Complete only when checksums are used
                 for k in self._ssec:
                     args.pop(k, None)

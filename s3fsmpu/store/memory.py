@@ -25,6 +25,7 @@ from s3fsmpu.errors import NoSuchKey, S3Error
 from s3fsmpu.store.base import (
     Body,
     CompleteResult,
+    Expect,
     ListPage,
     ObjectInfo,
     PartInfo,
@@ -148,16 +149,26 @@ class MemoryStore:
             data, etag, dict(meta.metadata), meta.content_type, time.time()
         )
 
-    async def put(self, key: str, body: Body, meta: WriteMeta) -> str:
+    def _check_expect(self, key: str, expect: Expect | None, op: str) -> None:
+        if expect is None:
+            return
+        current = self.objects.get(key)
+        if expect.etag is not None and current is None:
+            raise NoSuchKey(key, op)
+        if not expect.holds(None if current is None else current.etag):
+            raise S3Error("PreconditionFailed", key, f"expected {expect}", op, 412)
+
+    async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
         await self._op("PutObject")
         data = body.read_all()
         self._check_md5(key, body, data, "PutObject")
+        self._check_expect(key, expect, "PutObject")
         etag = md5_hex(data)
         self._store(key, data, etag, meta)
         return etag
 
     async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
-                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
+                   src_etag: str | None = None, expect: Expect | None = None) -> str:
         await self._op("CopyObject")
         obj = self._object(src, "CopyObject")
         if src_etag is not None and src_etag != obj.etag:
@@ -166,9 +177,7 @@ class MemoryStore:
             meta = WriteMeta(dict(obj.metadata), obj.content_type)
         etag = obj.etag if "-" not in obj.etag else md5_hex(obj.data)
         await self.between_copy_steps(src, dst)
-        current = self.objects.get(dst)
-        if dst_etag is not None and (current is None or current.etag != dst_etag):
-            raise S3Error("PreconditionFailed", dst, "copy destination changed", "CopyObject", 412)
+        self._check_expect(dst, expect, "CopyObject")
         self._store(dst, obj.data, etag, meta)
         return etag
 
@@ -176,8 +185,10 @@ class MemoryStore:
         """S3 reads a copy's source, then writes its destination: a DELETE or PUT that
         lands in between is undone. Nothing happens here; a test store lets calls in."""
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, etag: str | None = None) -> None:
         await self._op("DeleteObject")
+        if etag is not None:
+            self._check_expect(key, Expect(etag), "DeleteObject")
         self.objects.pop(key, None)
 
     # ---- multipart --------------------------------------------------------
@@ -215,10 +226,11 @@ class MemoryStore:
         return PartResult(etag)
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartRef]
+        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None
     ) -> CompleteResult:
         await self._op("CompleteMultipartUpload")
         up = self._upload(key, upload_id, "CompleteMultipartUpload")
+        self._check_expect(key, expect, "CompleteMultipartUpload")
         op = "CompleteMultipartUpload"
         if not parts:
             raise S3Error("MalformedXML", key, "no parts", op, 400)

@@ -13,6 +13,10 @@ bytes (InvalidPart, a lost upload, a wrong object), or the upload failed.
 - NoSuchUpload / 412 after an attempt whose outcome is unknown (timeout, dropped
   connection, unparsable or empty 200), with another object under the key ->
   failed: ours may have landed and been replaced, and a repair would overwrite theirs;
+- a conditional Complete (If-None-Match: * / If-Match: the version this mount
+  knew) refused with 412, or NoSuchKey for If-Match -> HeadObject: ours (a retry
+  of one that landed) -> done, else a conflict with another client: failed,
+  their object stays; 409 ConditionalRequestConflict -> a new upload (repair);
 - EntityTooSmall, InvalidPartOrder, MalformedXML -> a bug in us: fail loudly.
 """
 
@@ -27,12 +31,14 @@ import trio
 
 from s3fsmpu.errors import S3Error
 from s3fsmpu.retry import RetryPolicy, retrying
-from s3fsmpu.store.base import ObjectInfo, ObjectStore, PartRef
+from s3fsmpu.store.base import Expect, ObjectInfo, ObjectStore, PartRef
 
 log = logging.getLogger(__name__)
 
 BUG_CODES = frozenset({"EntityTooSmall", "InvalidPartOrder", "MalformedXML", "InvalidRequest"})
-REPAIR_CODES = frozenset({"InvalidPart", "NoSuchUpload"})
+REPAIR_CODES = frozenset({"InvalidPart", "NoSuchUpload", "ConditionalRequestConflict", "409"})
+# a conditional write refused: the key holds something else than this mount knew
+CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "NoSuchKey"})
 # after an earlier attempt may have landed, these say nothing for sure
 AMBIGUOUS_ON_RETRY = frozenset({"NoSuchUpload", "PreconditionFailed", "412"})
 # answers that leave open whether the Complete was carried out (no S3 code said it was not)
@@ -53,6 +59,7 @@ class Outcome:
     reason: str = ""
     settled_by_head: bool = False
     retries: int = 0
+    etag: str | None = None  # of the object, where S3 said it (DONE)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,21 @@ async def object_under_key(store: ObjectStore, key: str) -> ObjectInfo | None:
         raise
 
 
+def conflict_reason(key: str, expect: Expect, found: ObjectInfo | None) -> str:
+    """What the one ERROR line of a conflict says: the key, what we expected, what S3 has."""
+    now = "no object" if found is None else f"ETag {found.etag}, {found.size} bytes"
+    return (f"conflict: another client changed {key!r} since this mount knew it "
+            f"(expected {expect}; S3 has {now}); its version stays")
+
+
+async def settle_conflict(store: ObjectStore, key: str, expect: Expect, expected: Expected,
+                          policy: RetryPolicy) -> str | None:
+    """A refused conditional write: None if the object there is ours after all (a retry of
+    a write that landed), else the conflict's reason."""
+    found = await _settle(store, key, policy)
+    return None if is_ours(found, expected) else conflict_reason(key, expect, found)
+
+
 def is_ours(info: ObjectInfo | None, expected: Expected) -> bool:
     if info is None or info.size != expected.size:
         return False
@@ -88,7 +110,9 @@ async def complete_upload(
     expected: Expected,
     policy: RetryPolicy,
     on_retry: Callable[[S3Error], None] | None = None,
+    expect: Expect | None = None,
 ) -> Outcome:
+    """Complete the upload (only if the key holds what `expect` says) and judge the answer."""
     attempt = 0
     last: S3Error | None = None
     may_have_landed = False  # an earlier attempt may have completed the upload
@@ -97,7 +121,7 @@ async def complete_upload(
         if attempt > 1:
             await trio.sleep(policy.delay(attempt - 1))
         try:
-            result = await store.complete_multipart(key, upload_id, parts)
+            result = await store.complete_multipart(key, upload_id, parts, expect)
         except S3Error as exc:
             last = exc
             if exc.code in BUG_CODES:
@@ -107,11 +131,15 @@ async def complete_upload(
                 )
                 return Outcome(Verdict.FAILED, f"S3 refused Complete: {exc.code} (a bug in s3fsmpu)",
                                retries=attempt - 1)
-            if attempt > 1 and (exc.code in AMBIGUOUS_ON_RETRY or exc.transient):
+            conflict = expect is not None and exc.code in CONFLICT_CODES
+            if conflict or (attempt > 1 and (exc.code in AMBIGUOUS_ON_RETRY or exc.transient)):
                 # an earlier attempt may have completed the upload
                 found = await _settle(store, key, policy)
                 if is_ours(found, expected):
-                    return Outcome(Verdict.DONE, f"settled by HeadObject after {exc.code}", True, attempt - 1)
+                    return _settled(found, f"after {exc.code}", attempt - 1)
+                if conflict:
+                    assert expect is not None
+                    return Outcome(Verdict.FAILED, conflict_reason(key, expect, found), True, attempt - 1)
                 if found is not None and may_have_landed and exc.code in AMBIGUOUS_ON_RETRY:
                     # ours may have landed and been replaced since: re-uploading would overwrite theirs
                     log.error("Complete of %r upload_id=%s: %s after a retry, and the object under the key "
@@ -130,11 +158,12 @@ async def complete_upload(
                 continue
             return Outcome(Verdict.FAILED, f"Complete refused: {exc}", retries=attempt - 1)
         if result.etag is not None and expected.etag is not None and result.etag == expected.etag:
-            return Outcome(Verdict.DONE, retries=attempt - 1)
+            return Outcome(Verdict.DONE, retries=attempt - 1, etag=result.etag)
         # 200 without an ETag, or with one we did not expect: ask what is there
         why = "no ETag in the answer" if result.etag is None else f"unexpected ETag {result.etag}"
-        if is_ours(await _settle(store, key, policy), expected):
-            return Outcome(Verdict.DONE, f"settled by HeadObject ({why})", True, attempt - 1)
+        found = await _settle(store, key, policy)
+        if is_ours(found, expected):
+            return _settled(found, f"({why})", attempt - 1)
         if result.etag is not None:
             log.error("Complete of %r answered ETag %s, expected %s: re-uploading", key, result.etag, expected.etag)
             return Outcome(Verdict.REPAIR, why, retries=attempt - 1)
@@ -143,9 +172,27 @@ async def complete_upload(
         if on_retry is not None:
             on_retry(S3Error("EmptyAnswer", key, why, "CompleteMultipartUpload"))
     # attempts exhausted
-    if is_ours(await _settle(store, key, policy), expected):
-        return Outcome(Verdict.DONE, "settled by HeadObject after retries", True, attempt)
+    found = await _settle(store, key, policy)
+    if is_ours(found, expected):
+        return _settled(found, "after retries", attempt)
     return Outcome(Verdict.FAILED, f"Complete failed after {attempt} attempts: {last}", retries=attempt)
+
+
+async def abort_quietly(store: ObjectStore, key: str, upload_id: str, policy: RetryPolicy) -> None:
+    """Abort an upload that may already be gone (completed or aborted): only a failure
+    to abort one that exists is worth a line, naming the command that cleans up."""
+    try:
+        await retrying(lambda: store.abort_multipart(key, upload_id), policy,
+                       f"AbortMultipartUpload of {key!r}")
+    except S3Error as exc:
+        if exc.code != "NoSuchUpload":
+            log.error("could not abort upload %s of %r: %s (s3fsmpu uploads --abort removes it)",
+                      upload_id, key, exc)
+
+
+def _settled(found: ObjectInfo | None, why: str, retries: int) -> Outcome:
+    assert found is not None
+    return Outcome(Verdict.DONE, f"settled by HeadObject {why}", True, retries, found.etag)
 
 
 async def _settle(store: ObjectStore, key: str, policy: RetryPolicy) -> ObjectInfo | None:

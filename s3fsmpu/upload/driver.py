@@ -30,9 +30,17 @@ import trio
 from s3fsmpu.config import UploadConfig
 from s3fsmpu.errors import S3Error, UploadFailed
 from s3fsmpu.retry import RetryPolicy, retrying
-from s3fsmpu.store.base import Body, ObjectStore, WriteMeta
+from s3fsmpu.store.base import Body, Expect, ObjectStore, WriteMeta
 from s3fsmpu.upload.budget import ByteBudget
-from s3fsmpu.upload.completion import TOKEN_KEY, Expected, Verdict, complete_upload
+from s3fsmpu.upload.completion import (
+    CONFLICT_CODES,
+    TOKEN_KEY,
+    Expected,
+    Verdict,
+    abort_quietly,
+    complete_upload,
+    settle_conflict,
+)
 from s3fsmpu.upload.digest import digest_slice
 from s3fsmpu.upload.mpu import MultipartPlan
 from s3fsmpu.upload.spool import Spool
@@ -73,8 +81,9 @@ class Uploader:
         self.sessions: set[UploadSession] = set()
         self.stats = UploadStats()
 
-    def open_session(self, key: str, meta: WriteMeta) -> UploadSession:
-        session = UploadSession(self, key, meta)
+    def open_session(self, key: str, meta: WriteMeta, expect: Expect | None = None) -> UploadSession:
+        """`expect`: what the key holds as this mount knows it; the publish replaces only that."""
+        session = UploadSession(self, key, meta, expect)
         self.sessions.add(session)
         return session
 
@@ -126,10 +135,13 @@ class Uploader:
 
 
 class UploadSession:
-    def __init__(self, uploader: Uploader, key: str, meta: WriteMeta) -> None:
+    def __init__(self, uploader: Uploader, key: str, meta: WriteMeta, expect: Expect | None = None) -> None:
         self.up = uploader
         self.key = key
         self.meta = meta
+        # the condition of the next publish (If-None-Match / If-Match); after a publish,
+        # our own version. None: unconditional (the version is not known)
+        self.expect = expect
         self.plan = MultipartPlan(uploader.schedule)
         self.spool = Spool(uploader.cache_dir, key)
         self.failed: UploadFailed | None = None
@@ -204,6 +216,7 @@ class UploadSession:
         if self.base_key == self.key:
             self.base_key, self.base_etag = new_key, base_etag
         self.key = new_key
+        self.expect = Expect(base_etag) if base_etag is not None else None
 
     async def truncate(self, size: int) -> None:
         async with self._lock:
@@ -447,7 +460,7 @@ class UploadSession:
                 self._token,
             )
             outcome = await complete_upload(
-                self.up.store, self.key, upload_id, refs, expected, self.up.policy, self._on_retry
+                self.up.store, self.key, upload_id, refs, expected, self.up.policy, self._on_retry, self.expect
             )
             if outcome.verdict is Verdict.DONE:
                 self.up.stats.completed += 1
@@ -460,7 +473,11 @@ class UploadSession:
                     self.plan.size / 1e6 / max(seconds, 1e-6),
                     f" ({outcome.reason})" if outcome.reason else "",
                 )
-                self.last_etag = expected.etag
+                self.last_etag = expected.etag or outcome.etag
+                if outcome.settled_by_head:
+                    # ours by HEAD: an earlier attempt (or upload) landed, and this one may
+                    # still be open (a first-attempt 412 after a repair, say)
+                    await self._abort_quietly(upload_id)
                 await self._abort_orphans()
                 self._rebase()
                 self._started_at = None
@@ -481,9 +498,20 @@ class UploadSession:
             digest_slice, self.spool.fd, 0, size, self.up.config.checksum_algorithm
         )
         meta = self._meta_with_token()
+        expect = self.expect
+        expected = Expected(size, md5_hex if self.up.config.etags_are_md5 else None, self._token)
 
         async def send() -> str:
-            etag = await self.up.store.put(self.key, body, meta)
+            try:
+                etag = await self.up.store.put(self.key, body, meta, expect)
+            except S3Error as exc:
+                if expect is None or exc.code not in CONFLICT_CODES:
+                    raise
+                # refused: another client's object, or our own PUT whose answer was lost
+                conflict = await settle_conflict(self.up.store, self.key, expect, expected, self.up.policy)
+                if conflict is not None:
+                    raise UploadFailed(self.key, conflict) from exc
+                return md5_hex if self.up.config.etags_are_md5 else ""
             if self.up.config.etags_are_md5 and etag != md5_hex:
                 # a PUT answer without the right ETag: ask what is there
                 info = await self.up.store.head(self.key)
@@ -527,6 +555,7 @@ class UploadSession:
         self.plan.published()
         self._released_parts = 0  # part numbers start again for what is written next
         self.base_key, self.base_etag = self.key, self.last_etag
+        self.expect = Expect(self.last_etag) if self.last_etag is not None else None
         self.retrying = False
 
     # ---- failure ----------------------------------------------------------
@@ -562,13 +591,4 @@ class UploadSession:
         log.error("%s", self.failed)
 
     async def _abort_quietly(self, upload_id: str) -> None:
-        try:
-            await retrying(
-                lambda: self.up.store.abort_multipart(self.key, upload_id),
-                self.up.policy,
-                f"AbortMultipartUpload of {self.key!r}",
-            )
-        except S3Error as exc:
-            if exc.code != "NoSuchUpload":
-                log.error("could not abort upload %s of %r: %s (s3fsmpu uploads --abort removes it)",
-                          upload_id, self.key, exc)
+        await abort_quietly(self.up.store, self.key, upload_id, self.up.policy)

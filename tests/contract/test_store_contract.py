@@ -20,7 +20,7 @@ import trio
 
 from s3fsmpu.config import ConnectionConfig
 from s3fsmpu.errors import NoSuchKey, S3Error
-from s3fsmpu.store.base import Body, PartRef, WriteMeta
+from s3fsmpu.store.base import ABSENT, Body, Expect, PartRef, WriteMeta
 from s3fsmpu.store.boto3_store import Boto3Store
 from s3fsmpu.store.memory import MemoryStore, md5_hex, multipart_etag
 from s3fsmpu.upload.digest import digest_bytes
@@ -194,14 +194,69 @@ def test_copy_with_conditions_on_source_and_destination(case: StoreCase) -> None
     async def t(store: Any) -> None:
         data = blob(300)
         etag = await put(store, "f", data, WriteMeta({"mode": "33188"}))
-        await store.copy("f", "f", WriteMeta({"mode": "33152"}), src_etag=etag, dst_etag=etag)
+        await store.copy("f", "f", WriteMeta({"mode": "33152"}), src_etag=etag, expect=Expect(etag))
         assert dict((await store.head("f")).metadata) == {"mode": "33152"}
         case.skip_on_moto("CopySourceIfMatch and If-Match on CopyObject are ignored")
-        for kw in ({"src_etag": etag[::-1]}, {"dst_etag": etag[::-1]}):
+        for kw in ({"src_etag": etag[::-1]}, {"expect": Expect(etag[::-1])}, {"expect": ABSENT}):
             with pytest.raises(S3Error) as info:
                 await store.copy("f", "f", WriteMeta({"mode": "33261"}), **kw)
             assert info.value.code == "PreconditionFailed"
         assert dict((await store.head("f")).metadata) == {"mode": "33152"}
+
+    case.run(t)
+
+
+def test_conditional_put_and_delete(case: StoreCase) -> None:
+    """If-None-Match: * creates only; If-Match replaces or deletes only that version."""
+    async def t(store: Any) -> None:
+        first = await put(store, "k", b"first")
+        with pytest.raises(S3Error) as info:
+            await store.put("k", body(b"other"), WriteMeta(), ABSENT)
+        assert info.value.code == "PreconditionFailed"
+        with pytest.raises(S3Error) as info:
+            await store.put("k", body(b"other"), WriteMeta(), Expect(md5_hex(b"nope")))
+        assert info.value.code == "PreconditionFailed"
+        second = await store.put("k", body(b"second"), WriteMeta(), Expect(first))
+        assert await store.get_range("k", 0, 100) == b"second"
+        with pytest.raises(S3Error) as info:
+            await store.put("new", body(b"x"), WriteMeta(), Expect(first))
+        assert info.value.code == "NoSuchKey"  # If-Match on a key with no object
+        await store.put("new", body(b"x"), WriteMeta(), ABSENT)
+        with pytest.raises(S3Error) as info:
+            await store.delete("k", first)
+        assert info.value.code == "PreconditionFailed"
+        await store.delete("k", second)
+        with pytest.raises(S3Error):
+            await store.head("k")
+
+    case.run(t)
+
+
+def test_conditional_complete(case: StoreCase) -> None:
+    async def t(store: Any) -> None:
+        data = blob(MIN + 10)
+
+        async def upload(expect: Expect) -> str:
+            upload_id = await store.create_multipart("mp", WriteMeta())
+            refs = []
+            for n, (s, e) in enumerate(((0, MIN), (MIN, MIN + 10)), 1):
+                res = await store.upload_part("mp", upload_id, n, body(data[s:e]))
+                refs.append(PartRef(n, res.etag))
+            try:
+                return (await store.complete_multipart("mp", upload_id, refs, expect)).etag
+            except S3Error:
+                await store.abort_multipart("mp", upload_id)
+                raise
+
+        etag = await upload(ABSENT)
+        with pytest.raises(S3Error) as info:
+            await upload(ABSENT)
+        assert info.value.code == "PreconditionFailed"
+        case.skip_on_moto("If-Match on CompleteMultipartUpload is ignored")
+        with pytest.raises(S3Error) as info:
+            await upload(Expect(md5_hex(b"nope")))
+        assert info.value.code == "PreconditionFailed"
+        assert (await upload(Expect(etag))) == etag
 
     case.run(t)
 

@@ -7,6 +7,7 @@ uploader. Parts are tiny (64 KiB) so multipart uploads cost nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -21,6 +22,7 @@ import trio
 from s3fsmpu.config import MountConfig, S3Location, UploadConfig
 from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fs.inodes import ROOT_INODE
+from s3fsmpu.store.conditional import ConditionalWrites
 from s3fsmpu.store.memory import MemoryStore, multipart_etag
 from s3fsmpu.upload.driver import Uploader
 
@@ -67,6 +69,13 @@ class Env:
 
     def etag(self, path: str) -> str:
         return self.mem.objects[self.key(path)].etag
+
+    def second_mount(self, **upload_kw: Any) -> S3Filesystem:
+        """Another writable mount of the same bucket (its own cache dir), as on a second host."""
+        up = dataclasses.replace(self.config.upload, **upload_kw)
+        cfg = dataclasses.replace(self.config, mountpoint=self.config.mountpoint + "-b", upload=up,
+                                  cache_dir=self.config.cache_dir + "-b")
+        return writer_mount(self.mem, cfg, self.nursery)[0]
 
     def other_client(self) -> S3Filesystem:
         """A second, read-only mount of the same bucket: what any other client sees."""
@@ -129,11 +138,17 @@ def run(
     async def main() -> None:
         with trio.fail_after(timeout):
             async with trio.open_nursery() as nursery:
-                uploader = Uploader(store, up, cfg.cache_dir, nursery)
-                fs = S3Filesystem(store, cfg, uploader)
+                fs, uploader = writer_mount(store, cfg, nursery)
                 await body(Env(fs, store, mem, uploader, cfg, nursery))
 
     trio.run(main)
+
+
+def writer_mount(store: Any, cfg: MountConfig, nursery: trio.Nursery) -> tuple[S3Filesystem, Uploader]:
+    """The stack mount.serve builds over `store`: conditional writes as --conflicts says."""
+    conditional = ConditionalWrites(store, cfg.upload.conflicts == "fail")
+    uploader = Uploader(conditional, cfg.upload, cfg.cache_dir, nursery)
+    return S3Filesystem(conditional, cfg, uploader), uploader
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from s3fsmpu.errors import S3FSError
-from s3fsmpu.store.base import Body, CompleteResult, PartRef, WriteMeta
+from s3fsmpu.store.base import Body, CompleteResult, Expect, PartRef, WriteMeta
 from s3fsmpu.store.memory import MemoryStore
 from tests.core.harness import PART, ROOT, Env, blob, run
 
@@ -33,8 +33,9 @@ CHMOD = 0o600
 class SteppedStore(MemoryStore):
     """Calls that change the bucket wait in `waiting` until the schedule lets them go.
 
-    `dst_conditions=False` is a server that ignores If-Match on CopyObject's destination
-    (moto, radosgw 16): only the mount's own ordering keeps its keys from coming back."""
+    `dst_conditions=False` is a server that ignores conditional writes (If-Match on
+    CopyObject's destination: moto, radosgw 16): only the mount's own ordering keeps
+    its keys from coming back."""
 
     def __init__(self, dst_conditions: bool) -> None:
         super().__init__(min_part_size=PART)
@@ -49,24 +50,25 @@ class SteppedStore(MemoryStore):
             await go.wait()
 
     async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
-                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
+                   src_etag: str | None = None, expect: Expect | None = None) -> str:
         await self.step(f"copy {src}->{dst}: read")
-        return await super().copy(src, dst, meta, src_etag, dst_etag if self.dst_conditions else None)
+        return await super().copy(src, dst, meta, src_etag, expect if self.dst_conditions else None)
 
     async def between_copy_steps(self, src: str, dst: str) -> None:
         await self.step(f"copy {src}->{dst}: write")
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, etag: str | None = None) -> None:
         await self.step(f"delete {key}")
-        await super().delete(key)
+        await super().delete(key, etag if self.dst_conditions else None)
 
-    async def put(self, key: str, body: Body, meta: WriteMeta) -> str:
+    async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
         await self.step(f"put {key}")
-        return await super().put(key, body, meta)
+        return await super().put(key, body, meta, expect if self.dst_conditions else None)
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef]) -> CompleteResult:
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef],
+                                 expect: Expect | None = None) -> CompleteResult:
         await self.step(f"complete {key}")
-        return await super().complete_multipart(key, upload_id, parts)
+        return await super().complete_multipart(key, upload_id, parts, expect if self.dst_conditions else None)
 
 
 Race = Callable[[Env, int], Awaitable[None]]

@@ -21,7 +21,7 @@ from s3fsmpu.errors import (
 )
 from s3fsmpu.fs.inodes import Kind
 from s3fsmpu.meta import encode
-from s3fsmpu.store.base import Body, ObjectInfo, WriteMeta
+from s3fsmpu.store.base import Expect, Body, ObjectInfo, WriteMeta
 from s3fsmpu.store.memory import MemoryStore
 from tests.core.harness import PART, ROOT, Env, blob, run, wait_until
 
@@ -336,9 +336,9 @@ class CopyAndHeadGates(MemoryStore):
             await self.gates[name].wait()
 
     async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
-                   src_etag: str | None = None, dst_etag: str | None = None) -> str:
+                   src_etag: str | None = None, expect: Expect | None = None) -> str:
         await self._gate("copy")
-        return await super().copy(src, dst, meta, src_etag, dst_etag)
+        return await super().copy(src, dst, meta, src_etag, expect)
 
     async def head(self, key: str) -> ObjectInfo:
         info = await super().head(key)

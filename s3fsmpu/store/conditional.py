@@ -1,0 +1,76 @@
+"""Where conditional writes go: on, off by choice (--conflicts overwrite), or off
+after the server refused them.
+
+The core and the upload driver always say what a write expects to replace
+(an `Expect`: no object, or the version this mount knew). This wrapper is the
+one place that decides whether S3 sees it: with `--conflicts overwrite` the
+conditions are dropped (last writer wins, as in every other S3 mount), and a
+server that answers a conditional write with NotImplemented (older MinIO,
+radosgw releases before conditional Complete) turns them off for the rest of
+the mount with one WARNING, the refused request sent again without them.
+The copy's source guard (CopySourceIfMatch) is not a conditional write and
+always stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from s3fsmpu.errors import S3Error
+from s3fsmpu.store.base import Body, CompleteResult, Expect, PartRef, WriteMeta
+from s3fsmpu.store.wrapper import StoreWrapper
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# what a server says when it does not take If-Match / If-None-Match on a write
+UNSUPPORTED_CODES = frozenset({"NotImplemented", "501"})
+
+
+def refuses_conditions(exc: S3Error) -> bool:
+    if exc.code in UNSUPPORTED_CODES:
+        return True
+    text = f"{exc.code} {exc.message}".lower()
+    return exc.code in ("InvalidArgument", "InvalidRequest", "400") and (
+        "if-match" in text or "if-none-match" in text or "conditional" in text)
+
+
+class ConditionalWrites(StoreWrapper):
+    def __init__(self, inner: Any, enabled: bool = True) -> None:
+        super().__init__(inner)
+        self.enabled = enabled
+
+    async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
+        return await self._write("PutObject", key, expect, lambda e: self.inner.put(key, body, meta, e))
+
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
+                   src_etag: str | None = None, expect: Expect | None = None) -> str:
+        return await self._write("CopyObject", dst, expect,
+                                 lambda e: self.inner.copy(src, dst, meta, src_etag, e))
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef],
+                                 expect: Expect | None = None) -> CompleteResult:
+        return await self._write("CompleteMultipartUpload", key, expect,
+                                 lambda e: self.inner.complete_multipart(key, upload_id, parts, e))
+
+    async def delete(self, key: str, etag: str | None = None) -> None:
+        await self._write("DeleteObject", key, None if etag is None else Expect(etag),
+                          lambda e: self.inner.delete(key, None if e is None else e.etag))
+
+    async def _write(self, op: str, key: str, expect: Expect | None,
+                     call: Callable[[Expect | None], Awaitable[T]]) -> T:
+        if expect is None or not self.enabled:
+            return await call(None)
+        try:
+            return await call(expect)
+        except S3Error as exc:
+            if not refuses_conditions(exc):
+                raise
+            if self.enabled:
+                self.enabled = False
+                log.warning("%s of %r: the server does not take conditional writes (%s); they are off "
+                            "for this mount: another client's change to a key can now be overwritten "
+                            "(last writer wins)", op, key, exc)
+        return await call(None)

@@ -1,0 +1,212 @@
+"""Two writers of one key through two mounts (or a mount and another client): no lost update.
+
+Every publish carries what the mount knew at open: If-None-Match: * for a new
+name, If-Match: <ETag> for a replaced or changed one. The loser's close() fails
+(EIO), its bytes go to its recovery folder, the winner's object stays whole.
+The in-memory store enforces the conditions as S3 does (including If-Match on
+Complete, which moto ignores).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from s3fsmpu.errors import NotFound, S3Error, UploadFailed, to_errno
+from s3fsmpu.fs.core import S3Filesystem
+from s3fsmpu.store.base import Body, WriteMeta
+from s3fsmpu.store.faults import FaultyStore
+from s3fsmpu.store.memory import MemoryStore
+from tests.core.harness import CREATE_FLAGS, PART, ROOT, Env, blob, run
+
+SMALL, BIG = PART // 2, 3 * PART + 100  # one PutObject, and a multipart upload
+
+
+async def open_and_write(fs: S3Filesystem, name: str, data: bytes, flags: int = CREATE_FLAGS) -> int:
+    """What the kernel does for open(2): a lookup, then CREATE for a new name, else OPEN."""
+    try:
+        inode = (await fs.lookup(ROOT, name)).inode
+    except NotFound:
+        fh, _ = await fs.create(ROOT, name, 0o644, flags, os.getuid(), os.getgid())
+    else:
+        fh = await fs.open(inode, flags & ~os.O_CREAT)
+    await fs.write(fh, 0, data)
+    return fh
+
+
+async def close(fs: S3Filesystem, fh: int) -> UploadFailed | None:
+    """flush + release, as close() does: the flush's error is what the application sees."""
+    try:
+        await fs.flush(fh)
+        return None
+    except UploadFailed as exc:
+        return exc
+    finally:
+        await fs.release(fh)
+
+
+def recovered(failure: UploadFailed) -> bytes:
+    assert failure.recovery_path is not None
+    return Path(failure.recovery_path).read_bytes()
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+@pytest.mark.parametrize("existing", [False, True], ids=["new-key", "overwrite"])
+def test_two_mounts_write_one_key_exactly_one_wins(tmp_path: Path, size: int, existing: bool,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    a_data, b_data = blob(size, 1), blob(size, 2)
+
+    async def t(env: Env) -> None:
+        if existing:
+            await env.write_file("k", b"before")
+        b = env.second_mount()
+        fa = await open_and_write(env.fs, "k", a_data)
+        fb = await open_and_write(b, "k", b_data)
+        assert await close(b, fb) is None  # B first: it replaces what both knew
+        with caplog.at_level(logging.ERROR):
+            failure = await close(env.fs, fa)
+        assert failure is not None and to_errno(failure) == errno.EIO
+        assert env.data("k") == b_data  # the winner, whole
+        assert recovered(failure) == a_data  # the loser's bytes, kept
+        assert env.mem.uploads == {}
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "conflict" in errors[0] and env.etag("k") in errors[0], errors
+
+    run(tmp_path, t)
+
+
+def test_overwrite_mode_is_last_writer_wins(tmp_path: Path) -> None:
+    async def t(env: Env) -> None:
+        b = env.second_mount()
+        fa = await open_and_write(env.fs, "k", blob(BIG, 1))
+        fb = await open_and_write(b, "k", blob(BIG, 2))
+        assert await close(b, fb) is None
+        assert await close(env.fs, fa) is None
+        assert env.data("k") == blob(BIG, 1)
+
+    run(tmp_path, t, conflicts="overwrite")
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+def test_an_in_place_change_of_a_replaced_object_fails(tmp_path: Path, size: int) -> None:
+    """Append to what this mount knew, while another client replaced it: theirs stays."""
+    theirs = blob(size, 9)
+
+    async def t(env: Env) -> None:
+        await env.write_file("k", blob(size, 1))
+        fh = await env.fs.open((await env.fs.lookup(ROOT, "k")).inode, os.O_WRONLY)
+        await env.mem.put("k", Body(len(theirs), data=theirs), WriteMeta())
+        await env.fs.write(fh, size, b"appended")
+        failure = await close(env.fs, fh)
+        assert failure is not None
+        assert env.data("k") == theirs
+
+    run(tmp_path, t)
+
+
+def test_writing_on_after_a_flush_replaces_our_own_version(tmp_path: Path) -> None:
+    """After a publish the condition is our own new ETag: fsync, write on, close all work."""
+    async def t(env: Env) -> None:
+        fh = await open_and_write(env.fs, "k", blob(BIG, 1))
+        await env.fs.fsync(fh)
+        await env.fs.write(fh, BIG, b"more")
+        assert await close(env.fs, fh) is None
+        assert env.data("k") == blob(BIG, 1) + b"more"
+        # and again through another open of the same mount
+        fh = await open_and_write(env.fs, "k", b"third", os.O_WRONLY | os.O_TRUNC)
+        assert await close(env.fs, fh) is None
+        assert env.data("k") == b"third"
+
+    run(tmp_path, t)
+
+
+@pytest.mark.parametrize("op", ["put", "complete_multipart"])
+def test_a_lost_answer_of_a_conditional_write_is_settled_as_ours(tmp_path: Path, op: str) -> None:
+    """The retry of a create-only write that landed gets 412: HEAD shows it is ours."""
+    mem = MemoryStore(min_part_size=PART)
+    store = FaultyStore(mem)
+    store.fail(op, S3Error("Timeout", message="injected"), after=True)
+    data = blob(SMALL if op == "put" else BIG, 4)
+
+    async def t(env: Env) -> None:
+        fh = await open_and_write(env.fs, "k", data)
+        assert await close(env.fs, fh) is None
+        assert env.data("k") == data and mem.uploads == {}
+
+    run(tmp_path, t, store=store, mem=mem)
+
+
+def test_rename_does_not_replace_a_target_another_client_wrote(tmp_path: Path) -> None:
+    async def t(env: Env) -> None:
+        await env.write_file("src", b"ours")
+        await env.write_file("dst", b"old target")
+        await env.fs.lookup(ROOT, "dst")  # the mount knows the target it replaces
+        await env.mem.put("dst", Body(6, data=b"theirs"), WriteMeta())
+        with pytest.raises(S3Error) as info:
+            await env.fs.rename(ROOT, "src", ROOT, "dst")
+        assert info.value.code == "PreconditionFailed"
+        assert env.data("dst") == b"theirs" and env.data("src") == b"ours"
+
+    run(tmp_path, t)
+
+
+def test_unlink_keeps_a_version_another_client_wrote_since(tmp_path: Path) -> None:
+    """Their write came after our unlink in time: the name holds their object."""
+    async def t(env: Env) -> None:
+        await env.write_file("k", b"ours")
+        await env.fs.lookup(ROOT, "k")
+        await env.mem.put("k", Body(6, data=b"theirs"), WriteMeta())
+        await env.fs.unlink(ROOT, "k")
+        assert env.data("k") == b"theirs"
+
+    run(tmp_path, t)
+
+
+@pytest.mark.parametrize("op", ["put", "complete_multipart"])
+def test_a_server_without_conditional_writes_gets_one_warning_and_the_fallback(
+        tmp_path: Path, op: str, caplog: pytest.LogCaptureFixture) -> None:
+    mem = MemoryStore(min_part_size=PART)
+    store = FaultyStore(mem)
+    store.fail(op, S3Error("NotImplemented", message="A header you provided implies functionality "
+                           "that is not implemented", status=501))
+
+    async def t(env: Env) -> None:
+        with caplog.at_level(logging.WARNING):
+            for name in ("a", "b"):
+                data = blob(SMALL if op == "put" else BIG, len(name))
+                fh = await open_and_write(env.fs, name, data)
+                assert await close(env.fs, fh) is None
+                assert env.data(name) == data
+        warnings = [r for r in caplog.records if "conditional writes" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+        assert store.calls[op] == 3  # refused once, sent again without; the second file without
+
+    run(tmp_path, t, store=store, mem=mem)
+
+
+def test_mkdir_and_symlink_of_a_name_another_client_just_made_are_eexist(tmp_path: Path) -> None:
+    from s3fsmpu.errors import Exists
+
+    async def t(env: Env) -> None:
+        await env.listdir()  # a fresh listing: the names are known absent
+        await env.mem.put("d/", Body(0, data=b""), WriteMeta())
+        await env.mem.put("l", Body(1, data=b"x"), WriteMeta())
+        fs = env.fs
+        fs._known_absent = lambda d, n: True  # type: ignore[method-assign]
+        fs._exists = _never  # type: ignore[method-assign]
+        with pytest.raises(Exists):
+            await fs.mkdir(ROOT, "d", 0o755, os.getuid(), os.getgid())
+        with pytest.raises(Exists):
+            await fs.symlink(ROOT, "l", "target", os.getuid(), os.getgid())
+        assert env.data("l") == b"x"
+
+    run(tmp_path, t)
+
+
+async def _never(path: str) -> bool:
+    """What a mount that looked just before the other client wrote would answer."""
+    return False
