@@ -76,8 +76,9 @@ def occupant(path: str, mountinfo: str = MOUNTINFO) -> tuple[Occupant, MountEntr
 def detach(path: str, entry: MountEntry) -> None:
     """Lazily unmount the dead mount on `path` and drop its pid file and socket.
 
-    fusermount3 works for the user who mounted it as well as for root, and
-    refuses anything that is not FUSE.
+    fusermount3 works for the user who mounted it as well as for root. Run as
+    root it detaches any filesystem (a tmpfs too), so only call this on what
+    `occupant` found DEAD.
     """
     r = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
