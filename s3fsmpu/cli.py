@@ -37,8 +37,9 @@ from s3fsmpu.config import (
     parse_size,
 )
 from s3fsmpu.errors import S3Error
-from s3fsmpu.mountinfo import find_mount
-from s3fsmpu.runtime import pid_file, socket_path
+from s3fsmpu.mountinfo import MountEntry
+from s3fsmpu.runtime import pid_alive, pid_file, running_pid, socket_path
+from s3fsmpu.stale_mount import DetachError, Occupant, detach, occupant
 
 log = logging.getLogger("s3fsmpu")
 READY_TIMEOUT = 60.0
@@ -242,6 +243,12 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
 
 
 def check_mountpoint(path: str, allow_non_empty: bool) -> None:
+    """Refuse a missing, busy or non-empty mount point; detach one a killed s3fsmpu left dead."""
+    held, entry = occupant(path)
+    if held is Occupant.DEAD and entry is not None:
+        _detach(path, entry)
+    elif held is not Occupant.NOTHING:
+        raise UserError(f"mountpoint {path} is busy: something is already mounted there")
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -278,6 +285,7 @@ def describe(exc: S3Error, endpoint: str | None, bucket: str) -> str:
 def cmd_mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = mount_config(args)
     if args.ready_fd is None:
+        _log_to(args.log_level, args.log_file)  # for the line saying a dead mount was detached
         check_mountpoint(config.mountpoint, args.allow_non_empty)
         if not args.foreground:
             return _spawn_background(config, argv)
@@ -388,15 +396,26 @@ def _run_foreground(args: argparse.Namespace, config: MountConfig) -> int:
             local_proc.terminate()
 
 
+def _log_to(level: str, log_file: str | None) -> None:
+    from s3fsmpu.logs import setup_logging
+
+    try:
+        setup_logging(level, log_file)
+    except OSError as exc:
+        raise UserError(f"cannot open --log-file {log_file}: {exc.strerror or exc}") from None
+
+
+def _detach(path: str, entry: MountEntry) -> None:
+    try:
+        detach(path, entry)
+    except (DetachError, OSError, subprocess.SubprocessError) as exc:
+        raise UserError(f"mountpoint {path} holds a dead s3fsmpu mount that cannot be detached: {exc}") from None
+
+
 def cmd_unmount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
-    pidf = pid_file(mountpoint)
-    pid = None
-    try:
-        pid = int(open(pidf).read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        pid = None
+    _log_to("WARNING", None)  # for the line saying a dead mount was detached
+    pid = running_pid(mountpoint)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -409,7 +428,11 @@ def cmd_unmount(args: argparse.Namespace) -> int:
                 last_report = time.monotonic()
                 sys.stderr.write(f"s3fsmpu: {_pending(mountpoint)}\n")
         return 0
-    if not _is_fuse_mount(mountpoint):
+    held, entry = occupant(mountpoint)
+    if held is Occupant.DEAD and entry is not None:
+        _detach(mountpoint, entry)
+        return 0
+    if held is not Occupant.LIVE:
         raise UserError(f"{mountpoint} is not an s3fsmpu mount")
     result = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
     if result.returncode != 0:
@@ -440,24 +463,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise UserError(f"no s3fsmpu mount answers on {mountpoint}") from None
     except OSError as exc:
         raise UserError(f"cannot ask the mount on {mountpoint}: {exc.strerror or exc}") from None
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie of ours is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _is_fuse_mount(path: str) -> bool:
-    entry = find_mount(path)
-    return entry is not None and entry.fstype.startswith("fuse")
 
 
 def cmd_uploads(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ MOUNTINFO = "/proc/self/mountinfo"
 class MountEntry:
     device: str  # MAJ:MIN, as in /sys/class/bdi
     fstype: str  # e.g. fuse.s3fsmpu
+    source: str = ""  # the "mount source" field, e.g. s3fsmpu#bucket
 
 
 def _unescape(field: str) -> str:
@@ -43,5 +44,6 @@ def find_mount(path: str, mountinfo: str = MOUNTINFO) -> MountEntry | None:
                 continue
             sep = fields.index("-", 5)
             if sep + 1 < len(fields):
-                found = MountEntry(fields[2], fields[sep + 1])
+                source = _unescape(fields[sep + 2]) if sep + 2 < len(fields) else ""
+                found = MountEntry(fields[2], fields[sep + 1], source)
     return found

@@ -13,7 +13,7 @@ from s3fsmpu.mountinfo import MountEntry, find_mount
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-40 22 0:39 / /mnt/with\\040space rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#b rw,user_id=0
+40 22 0:39 / /mnt/with\\040space rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu\\043b rw,user_id=0
 41 22 0:40 / /mnt/plain rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#b rw,user_id=0
 42 41 0:41 / /mnt/plain rw,nosuid,nodev - fuse.s3fsmpu s3fsmpu#c rw,user_id=0
 """
@@ -27,9 +27,9 @@ def write_mountinfo(tmp_path: Path) -> str:
 
 def test_find_mount_unescapes_and_takes_the_top_mount(tmp_path: Path) -> None:
     info = write_mountinfo(tmp_path)
-    assert find_mount("/mnt/with space", info) == MountEntry("0:39", "fuse.s3fsmpu")
-    assert find_mount("/mnt/plain/", info) == MountEntry("0:41", "fuse.s3fsmpu")  # the last line is on top
-    assert find_mount("/", info) == MountEntry("8:1", "ext4")
+    assert find_mount("/mnt/with space", info) == MountEntry("0:39", "fuse.s3fsmpu", "s3fsmpu#b")
+    assert find_mount("/mnt/plain/", info) == MountEntry("0:41", "fuse.s3fsmpu", "s3fsmpu#c")  # the last line is on top
+    assert find_mount("/", info) == MountEntry("8:1", "ext4", "/dev/sda1")
     assert find_mount("/mnt/none", info) is None
 
 
