@@ -77,7 +77,7 @@ class CredentialReloader(Generic[C]):
         self.generation = 0  # bumped on every swap
         self._load = load
         self._identity = identity
-        self._interval = interval
+        self.interval = interval
         self._clock = clock
         self._lock = threading.Lock()
         self._last_reload: float | None = None
@@ -92,7 +92,7 @@ class CredentialReloader(Generic[C]):
             if self.generation != generation:
                 return True
             now = self._clock()
-            if self._last_reload is not None and now - self._last_reload < self._interval:
+            if self._last_reload is not None and now - self._last_reload < self.interval:
                 return False
             self._last_reload = now
             old = self.current
