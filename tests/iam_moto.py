@@ -29,21 +29,28 @@ ALLOW_ALL = json.dumps({"Version": "2012-10-17",
 
 
 class IamMoto:
-    """The server, an admin key for IAM, and a user whose keys the tests rotate."""
-
-    USER = "mounter"
+    """The server, an admin key for IAM, and users whose keys the tests rotate."""
 
     def __init__(self) -> None:
         self.proc, self.url = start_moto()
         iam = self._client("iam", {"AccessKeyId": "bootstrap", "SecretAccessKey": "bootstrap"})
-        for user in ("admin", self.USER):
-            iam.create_user(UserName=user)
-            iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=ALLOW_ALL)
+        self._allow_all(iam, "admin")
         self.admin = iam.create_access_key(UserName="admin")["AccessKey"]
         request = urllib.request.Request(self.url + "/moto-api/reset-auth", data=b"0", method="POST",
                                          headers={"Content-Type": "text/plain"})  # flask eats form bodies
         urllib.request.urlopen(request, timeout=10).close()
         self.iam = self._client("iam", self.admin)
+
+    @staticmethod
+    def _allow_all(iam: Any, user: str) -> None:
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=ALLOW_ALL)
+
+    def new_user(self) -> str:
+        """A user allowed everything; IAM allows each user two keys, so one per test."""
+        user = "u-" + uuid.uuid4().hex[:12]
+        self._allow_all(self.iam, user)
+        return user
 
     def _client(self, service: str, key: dict[str, str]) -> Any:
         return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
@@ -54,11 +61,11 @@ class IamMoto:
         """An S3 client signing with `key` (the admin's by default)."""
         return self._client("s3", key or self.admin)
 
-    def new_key(self) -> dict[str, str]:
-        return self.iam.create_access_key(UserName=self.USER)["AccessKey"]  # type: ignore[no-any-return]
+    def new_key(self, user: str) -> dict[str, str]:
+        return self.iam.create_access_key(UserName=user)["AccessKey"]  # type: ignore[no-any-return]
 
     def delete_key(self, key: dict[str, str]) -> None:
-        self.iam.delete_access_key(UserName=self.USER, AccessKeyId=key["AccessKeyId"])
+        self.iam.delete_access_key(UserName=key["UserName"], AccessKeyId=key["AccessKeyId"])
 
     def new_bucket(self) -> str:
         name = "cred-" + uuid.uuid4().hex[:12]

@@ -42,13 +42,13 @@ def reload_lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) ->
 def test_a_store_keeps_working_after_its_credentials_file_rotates(
         iam_moto: IamMoto, credentials_file, caplog) -> None:  # noqa: F811
     bucket = iam_moto.new_bucket()
-    key_a = iam_moto.new_key()
+    key_a = iam_moto.new_key(iam_moto.new_user())
     write_credentials(credentials_file, key_a)
     store = store_at(iam_moto.url, bucket)
     trio.run(store.check_bucket)
     put(store, "one", b"first")
 
-    key_b = iam_moto.new_key()
+    key_b = iam_moto.new_key(key_a["UserName"])
     write_credentials(credentials_file, key_b)
     iam_moto.delete_key(key_a)
     with caplog.at_level(logging.INFO, "s3fsmpu"):
@@ -64,7 +64,7 @@ def test_a_store_keeps_working_after_its_credentials_file_rotates(
 def test_a_file_naming_a_dead_key_fails_as_before_with_one_error_line(
         iam_moto: IamMoto, credentials_file, caplog) -> None:  # noqa: F811
     bucket = iam_moto.new_bucket()
-    key_a = iam_moto.new_key()
+    key_a = iam_moto.new_key(iam_moto.new_user())
     write_credentials(credentials_file, key_a)
     store = store_at(iam_moto.url, bucket)
     put(store, "one", b"first")
