@@ -127,13 +127,14 @@ def test_concurrent_refusals_reload_once_and_all_retry() -> None:
     first_round: set[int] = set()
 
     def request() -> str:
+        stale = reloader.current[0] != chain.key  # judged as S3 would, at signing time
         me = threading.get_ident()
         with gate:
-            fresh = me not in first_round
+            first = me not in first_round
             first_round.add(me)
-        if fresh:
-            refused.wait(10)  # every thread fails with the old key before any reload
-        if reloader.current[0] != chain.key:
+        if first:
+            refused.wait(10)  # every thread has sent the old key before any reload
+        if stale:
             raise S3Error("InvalidAccessKeyId", "k", "", "PutObject", 403)
         return "ok"
 
