@@ -24,7 +24,6 @@ from tests.conftest import bucket_bytes, open_uploads
 from tests.iam_moto import IamMoto, credentials_file, iam_moto, write_credentials  # noqa: F401
 
 MIB = 1 << 20
-RELOADED = "credentials reloaded"
 
 
 def store_at(url: str, bucket: str) -> Boto3Store:
@@ -39,14 +38,20 @@ def reload_lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) ->
     return [r.getMessage() for r in caplog.records if r.levelno == level and r.name.endswith("credential_reload")]
 
 
-def test_a_store_keeps_working_after_its_credentials_file_rotates(
-        iam_moto: IamMoto, credentials_file, caplog) -> None:  # noqa: F811
+def working_store(iam_moto: IamMoto, credentials_file) -> tuple[Boto3Store, str, dict[str, str]]:  # noqa: F811
+    """A store on a new bucket, started with a new user's key A from the file, that has written "one"."""
     bucket = iam_moto.new_bucket()
     key_a = iam_moto.new_key(iam_moto.new_user())
     write_credentials(credentials_file, key_a)
     store = store_at(iam_moto.url, bucket)
     trio.run(store.check_bucket)
     put(store, "one", b"first")
+    return store, bucket, key_a
+
+
+def test_a_store_keeps_working_after_its_credentials_file_rotates(
+        iam_moto: IamMoto, credentials_file, caplog) -> None:  # noqa: F811
+    store, bucket, key_a = working_store(iam_moto, credentials_file)
 
     key_b = iam_moto.new_key(key_a["UserName"])
     write_credentials(credentials_file, key_b)
@@ -63,11 +68,7 @@ def test_a_store_keeps_working_after_its_credentials_file_rotates(
 
 def test_a_file_naming_a_dead_key_fails_as_before_with_one_error_line(
         iam_moto: IamMoto, credentials_file, caplog) -> None:  # noqa: F811
-    bucket = iam_moto.new_bucket()
-    key_a = iam_moto.new_key(iam_moto.new_user())
-    write_credentials(credentials_file, key_a)
-    store = store_at(iam_moto.url, bucket)
-    put(store, "one", b"first")
+    store, bucket, key_a = working_store(iam_moto, credentials_file)
     iam_moto.delete_key(key_a)  # revoked, and nothing newer in the file
     with caplog.at_level(logging.INFO, "s3fsmpu"), pytest.raises(S3Error) as refused:
         put(store, "two", b"second")
