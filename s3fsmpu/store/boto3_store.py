@@ -13,6 +13,9 @@ to defaults that changed between versions:
   byte is hashed twice. Payload signing is off for the same reason: over
   plain http botocore would SHA-256 every part body; integrity comes from
   Content-MD5 (and the chosen checksum) instead.
+- credentials: the client signs with whatever `credential_reload` holds,
+  so credentials rotated under a long-running mount are reloaded from
+  boto3's chain when S3 refuses the old ones.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions as bexc
+import botocore.session
 import trio
 from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
 
 from s3fsmpu.config import ConnectionConfig, UploadConfig
 from s3fsmpu.errors import NoSuchKey, S3Error
+from s3fsmpu.store.credential_reload import CredentialReloader
 from s3fsmpu.store.base import (
     Body,
     CompleteResult,
@@ -68,9 +74,71 @@ def _condition(expect: Expect | None) -> dict[str, str]:
     return {"IfNoneMatch": "*"} if expect.etag is None else {"IfMatch": f'"{expect.etag}"'}
 
 
-def make_client(conn: ConnectionConfig) -> Any:
-    """A botocore S3 client with every behaviour that matters pinned."""
-    session = boto3.session.Session(profile_name=conn.profile)
+class _CurrentCredentials(Credentials):
+    """botocore Credentials that are always the reloader's current ones.
+
+    A client's signer keeps one Credentials object for its life; this one
+    delegates to what the chain gave last, so a reload takes effect on the
+    next request signed, in every thread, without a new client and pool.
+    A RefreshableCredentials behind it goes on refreshing itself.
+    """
+
+    def __init__(self, reloader: CredentialReloader[Credentials]) -> None:
+        self._reloader = reloader  # no super().__init__: every attribute is the current one's
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._reloader.current, name)
+
+    def get_frozen_credentials(self) -> Any:
+        return self._reloader.current.get_frozen_credentials()
+
+    def get_deferred_property(self, property_name: str) -> Callable[[], Any]:
+        return lambda: getattr(self._reloader.current, property_name, None)
+
+
+class _FixedProvider(CredentialProvider):  # type: ignore[misc]
+    """Hands the session our credentials object instead of running the chain again."""
+
+    METHOD = "s3fsmpu-reloadable"
+    CANONICAL_NAME = "custom-s3fsmpu"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+def chain_credentials(profile: str | None) -> CredentialReloader[Credentials] | None:
+    """boto3's credential chain for `profile`, reloadable; None if it finds nothing.
+
+    Each load is a fresh botocore session, so it re-reads the environment,
+    the shared credentials and config files, and reruns credential_process.
+    """
+
+    def load() -> Credentials | None:
+        return botocore.session.Session(profile=profile).get_credentials()
+
+    first = load()
+    if first is None:
+        return None
+    return CredentialReloader(first, load, lambda c: tuple(c.get_frozen_credentials())[:3])
+
+
+def make_client(conn: ConnectionConfig, credentials: CredentialReloader[Credentials] | None = None) -> Any:
+    """A botocore S3 client with every behaviour that matters pinned.
+
+    With `credentials`, it signs with their current value, whatever reloads them.
+    """
+    botocore_session = botocore.session.Session(profile=conn.profile)
+    if credentials is not None:
+        botocore_session.register_component(
+            "credential_provider", CredentialResolver([_FixedProvider(_CurrentCredentials(credentials))])
+        )
+    session = boto3.session.Session(botocore_session=botocore_session)
     config = Config(
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=conn.connect_timeout,
@@ -179,7 +247,9 @@ class Boto3Store:
         client: Any = None,
     ) -> None:
         self.bucket = bucket
-        self.client = client if client is not None else make_client(conn)
+        # a client passed in (tests) keeps its own credentials; ours reload from the chain
+        self.credentials = None if client is not None else chain_credentials(conn.profile)
+        self.client = client if client is not None else make_client(conn, self.credentials)
         self.limiter = trio.CapacityLimiter(conn.max_connections)
         self.upload = upload or UploadConfig()
         # parameters every request that takes them gets
@@ -205,11 +275,16 @@ class Boto3Store:
         return cached
 
     async def _call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
-        def run() -> T:
+        def attempt() -> T:
             try:
                 return fn()
             except Exception as exc:  # translated in the thread, re-raised on the loop
                 raise translate(exc, key, operation) from exc
+
+        def run() -> T:
+            if self.credentials is None:
+                return attempt()
+            return self.credentials.call(attempt, operation)
 
         return await trio.to_thread.run_sync(run, limiter=self.limiter)
 
