@@ -934,11 +934,15 @@ class S3Filesystem:
         if (node.kind is not Kind.DIR and writer is not None and writer.dirty
                 and writer.plan.upload_id is None and writer.failed is None
                 and writer.base_key is None):
-            # nothing of it is in an upload yet: it simply completes under the new name
+            # nothing of it is in an upload yet: it simply completes under the new name.
+            # What the old name holds (an earlier version of it, or the object it was to
+            # replace when an earlier rename put it there) goes now: nothing else will
+            # replace it (found by the reference model: b -> a/a -> a/b left a/a behind)
+            old = writer.expect.etag if writer.expect is not None else node.etag
             writer.key = self.key_of(new_path)
             writer.expect = self._known(replaced)
-            if node.etag is not None:  # an earlier version is in S3 under the old name
-                await self._delete_version(self.key_of(old_path), node.etag)
+            if old is not None:
+                await self._delete_version(self.key_of(old_path), old)
                 self.metacache.delete(self.key_of(old_path))
         else:
             # files being written are published under their old key first, then moved

@@ -216,7 +216,8 @@ class UploadSession:
         if self.base_key == self.key:
             self.base_key, self.base_etag = new_key, base_etag
         self.key = new_key
-        self.expect = Expect(base_etag) if base_etag is not None else None
+        if base_etag is not None:  # our published version moved: the next publish replaces it
+            self.expect = Expect(base_etag)
 
     async def truncate(self, size: int) -> None:
         async with self._lock:

@@ -52,6 +52,27 @@ def test_failed_multipart_copy_is_aborted_and_leaves_no_object():
     trio.run(main)
 
 
+def test_renamed_twice_before_its_upload_leaves_nothing_under_the_middle_name(tmp_path: Path) -> None:
+    """Found by the reference model through the mount: a file being written, renamed over
+    a closed file and then renamed on, left the closed file's object under the middle
+    name (nothing was going to replace it any more)."""
+    data = blob(100, 7)
+
+    async def t(env: Env) -> None:
+        await env.write_file("mid", b"closed file")
+        await env.fs.lookup(ROOT, "mid")
+        fh = await env.create("b")
+        await env.fs.write(fh, 0, data)
+        await env.fs.rename(ROOT, "b", ROOT, "mid")
+        await env.fs.rename(ROOT, "mid", ROOT, "final")
+        await env.fs.flush(fh)
+        await env.fs.release(fh)
+        assert sorted(env.mem.objects) == ["final"]
+        assert env.data("final") == data
+
+    run(tmp_path, t)
+
+
 def test_rename_of_a_file_not_yet_uploading_needs_no_copy(tmp_path: Path) -> None:
     data = blob(PART // 2, 5)
 

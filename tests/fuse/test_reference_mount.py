@@ -377,6 +377,22 @@ def test_reading_a_flushed_file_with_a_hole_after_unlink(s3: Any, reference_moun
     )
 
 
+def test_a_file_being_written_renamed_over_another_and_on(s3: Any, reference_mount: Mount) -> None:
+    """Found by this model (S3FSMPU_MODEL_RANDOM=1, --hypothesis-seed=64352), fixed since.
+
+    `b` is still being written (nothing uploaded yet) when it is renamed over the closed
+    file `a/a`, then renamed on to `a/b`: the object of the old `a/a` stayed in the
+    bucket, since the rename over it only re-aimed b's coming upload (core.py rename).
+    tests/core/test_copy_and_rename.py pins it without a kernel.
+    """
+    run_steps(
+        s3, reference_mount,
+        ("start_from_a_small_tree", dict(seed=0, size=0)),
+        ("rename", dict(dst="a/a", src="b")),
+        ("rename", dict(dst="a/b", src="a/a")),
+    )
+
+
 def test_stat_while_the_attribute_copy_is_in_flight(s3: Any, reference_mount: Mount) -> None:
     """Found by this model, fixed since (as a flaky failure: the timing did not repeat,
     so hypothesis could not shrink it).
