@@ -8,8 +8,12 @@ conditions are dropped (last writer wins, as in every other S3 mount), and a
 server that answers a conditional write with NotImplemented (older MinIO,
 radosgw releases before conditional Complete) turns them off for the rest of
 the mount with one WARNING, the refused request sent again without them.
-The copy's source guard (CopySourceIfMatch) is not a conditional write and
-always stays.
+CopyObject is the exception: AWS answers a conditional CopyObject 501 where a
+bucket policy requires conditional writes (and 403 to one without), so a
+refused conditional copy is remembered and raised to copy_object, which then
+copies as a multipart upload (UploadPartCopy needs no condition; its Complete
+carries it). The copy's source guard (CopySourceIfMatch) is not a conditional
+write and always stays.
 """
 
 from __future__ import annotations
@@ -41,12 +45,15 @@ class ConditionalWrites(StoreWrapper):
     def __init__(self, inner: Any, enabled: bool = True) -> None:
         super().__init__(inner)
         self.enabled = enabled
+        self.copy_refuses_conditions = False  # then conditional copies go multipart
 
     async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
         return await self._write("PutObject", key, expect, lambda e: self.inner.put(key, body, meta, e))
 
     async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
                    src_etag: str | None = None, expect: Expect | None = None) -> str:
+        if expect is not None and self.enabled and self.copy_refuses_conditions:
+            raise S3Error("NotImplemented", dst, "conditional CopyObject refused before", "CopyObject", 501)
         return await self._write("CopyObject", dst, expect,
                                  lambda e: self.inner.copy(src, dst, meta, src_etag, e))
 
@@ -67,6 +74,11 @@ class ConditionalWrites(StoreWrapper):
             return await call(expect)
         except S3Error as exc:
             if not refuses_conditions(exc):
+                raise
+            if op == "CopyObject":
+                self.copy_refuses_conditions = True
+                log.info("conditional CopyObject refused (%s): copies with a condition go as multipart "
+                         "uploads from now on", exc)
                 raise
             if self.enabled:
                 self.enabled = False

@@ -12,13 +12,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from s3fsmpu.errors import NotFound, S3Error, UploadFailed, to_errno
 from s3fsmpu.fs.core import S3Filesystem
-from s3fsmpu.store.base import Body, WriteMeta
+from s3fsmpu.store.base import Body, CompleteResult, Expect, PartRef, WriteMeta
 from s3fsmpu.store.faults import FaultyStore
 from s3fsmpu.store.memory import MemoryStore
 from tests.core.harness import CREATE_FLAGS, PART, ROOT, Env, blob, run
@@ -210,3 +211,63 @@ def test_mkdir_and_symlink_of_a_name_another_client_just_made_are_eexist(tmp_pat
 async def _never(path: str) -> bool:
     """What a mount that looked just before the other client wrote would answer."""
     return False
+
+
+class RequiresConditionalWrites(MemoryStore):
+    """A bucket whose policy requires conditional writes, as AWS enforces it: PutObject,
+    Complete and CopyObject without If-None-Match/If-Match are AccessDenied, and a
+    CopyObject with them is NotImplemented (AWS documents both)."""
+
+    @staticmethod
+    def _require(key: str, expect: Expect | None, op: str) -> None:
+        if expect is None:
+            raise S3Error("AccessDenied", key, "conditional writes required", op, 403)
+
+    async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
+        self._require(key, expect, "PutObject")
+        return await super().put(key, body, meta, expect)
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef],
+                                 expect: Expect | None = None) -> CompleteResult:
+        self._require(key, expect, "CompleteMultipartUpload")
+        return await super().complete_multipart(key, upload_id, parts, expect)
+
+    async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
+                   src_etag: str | None = None, expect: Expect | None = None) -> str:
+        self._require(dst, expect, "CopyObject")
+        raise S3Error("NotImplemented", dst, "conditional CopyObject", "CopyObject", 501)
+
+
+def test_a_bucket_that_requires_conditional_writes_takes_every_workload(tmp_path: Path) -> None:
+    """cp, rsync's temp-then-rename with attributes, append, truncate, mkdir, symlink,
+    a directory rename: all carry their conditions; renames copy as multipart uploads."""
+    mem = RequiresConditionalWrites(min_part_size=PART)
+    small, big = blob(SMALL, 1), blob(BIG, 2)
+
+    async def t(env: Env) -> None:
+        await env.write_file("small", small)
+        await env.write_file(".big.tmp", big)
+        attr = await env.fs.lookup(ROOT, ".big.tmp")
+        await env.fs.setattr(attr.inode, mode=0o600, mtime_ns=1_500_000_000_000_000_000)
+        await env.fs.rename(ROOT, ".big.tmp", ROOT, "big")
+        fh = await open_and_write(env.fs, "small", b"", os.O_WRONLY | os.O_APPEND)
+        await env.fs.write(fh, SMALL, b"appended")
+        assert await close(env.fs, fh) is None
+        await env.fs.setattr((await env.fs.lookup(ROOT, "big")).inode, size=PART + 5)
+        await env.fs.setattr((await env.fs.lookup(ROOT, "small")).inode, mode=0o640)
+        await env.fs.apply_pending_metadata()
+        d = await env.fs.mkdir(ROOT, "d", 0o755, os.getuid(), os.getgid())
+        await env.fs.symlink(d.inode, "l", "../small", os.getuid(), os.getgid())
+        await env.fs.rename(ROOT, "d", ROOT, "e")
+        await env.write_file("empty", b"")
+        await env.fs.rename(ROOT, "empty", ROOT, "empty2")
+        assert env.data("small") == small + b"appended"
+        assert env.mem.objects["small"].metadata["mode"] == str(0o100640)
+        assert env.data("big") == big[: PART + 5]
+        assert env.mem.objects["big"].metadata["mode"] == str(0o100600)
+        assert env.data("e/l") == b"../small" and "e/" in env.mem.objects
+        assert env.data("empty2") == b""
+        assert sorted(env.mem.objects) == ["big", "e/", "e/l", "empty2", "small"]
+        assert env.mem.uploads == {}
+
+    run(tmp_path, t, mem=mem)
