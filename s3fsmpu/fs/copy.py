@@ -16,7 +16,13 @@ from s3fsmpu.errors import S3Error, UploadFailed, first_error
 from s3fsmpu.retry import RetryPolicy, retrying
 from s3fsmpu.store.base import Body, Expect, ObjectStore, PartRef, WriteMeta
 from s3fsmpu.store.memory import multipart_etag
-from s3fsmpu.upload.completion import TOKEN_KEY, Expected, Verdict, abort_quietly, complete_upload
+from s3fsmpu.upload.completion import (
+    TOKEN_KEY,
+    Expected,
+    Verdict,
+    abort_quietly,
+    complete_upload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +63,11 @@ async def copy_object(
         info = await store.head(src)
         if src_etag is not None and info.etag != src_etag:
             raise S3Error("PreconditionFailed", dst, f"copy source {src!r} changed", "CopyObject", 412)
-        meta = meta or WriteMeta(dict(info.metadata or {}), info.content_type)
+        if meta is None:
+            meta = WriteMeta(dict(info.metadata or {}), info.content_type)
     if size == 0:  # no part to copy: the (empty) body is known
-        return await retrying(lambda: store.put(dst, Body(0, data=b""), meta, expect), policy,
+        empty_meta = meta
+        return await retrying(lambda: store.put(dst, Body(0, data=b""), empty_meta, expect), policy,
                               f"PutObject {dst!r} (copy of empty {src!r})")
     token = None
     if not etags_are_md5:  # SSE-KMS/SSE-C: identify the result by a token, not its ETag
