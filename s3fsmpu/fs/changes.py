@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import stat
 import time
+from contextlib import AsyncExitStack
 
 import trio
 
@@ -140,40 +141,36 @@ class Changes(Attributes):
         replaced = self.inodes.by_path(new_path)
         if replaced is not None and replaced is not node and replaced.writer is not None:
             replaced.writer.discard()  # its name now belongs to the renamed file
-        writer = node.writer
-        if (node.kind is not Kind.DIR and writer is not None and writer.dirty
-                and writer.plan.upload_id is None and writer.failed is None
-                and writer.base_key is None):
-            # nothing of it is in an upload yet: it simply completes under the new name.
-            # What the old name holds (an earlier version of it, or the object it was to
-            # replace when an earlier rename put it there) goes now: nothing else will
-            # replace it (found by the reference model: b -> a/a -> a/b left a/a behind)
-            old = writer.expect.etag if writer.expect is not None else node.etag
-            writer.key = self.key_of(new_path)
-            writer.expect = self._known(replaced)
-            if old is not None:
-                await self._delete_version(self.key_of(old_path), old)
-                self.metacache.delete(self.key_of(old_path))
-        else:
-            # files being written are published under their old key first, then moved
-            for n in writing:
-                if n.writer is not None and n.writer.dirty and await n.writer.flush():
-                    self._published(n)
+        target = self._known(replaced if replaced is not node else None)
+        # files being written move with their sessions, held still meanwhile: nothing of
+        # them is published under the old name (an upload in progress is bound to the old
+        # key: it is dropped, and its parts go again from the spool under the new one)
+        async with AsyncExitStack() as stack:
+            for n in sorted(writing, key=lambda n: n.inode):
+                assert n.writer is not None
+                await stack.enter_async_context(n.writer.held())
+                await n.writer.drop_upload()
             if node.kind is Kind.DIR:
                 await self._rename_dir(old_path, new_path)
-            else:
-                await self._rename_file(node, self.key_of(old_path), self.key_of(new_path),
-                                        self._known(replaced if replaced is not node else None))
-        self.inodes.move(old_path, new_path)
-        if self._moved_etags:  # a directory's objects were copied: the same bytes, new ETags
-            for n in self.inodes.subtree(new_path):
-                moved = self.key_of(n.path) in self._moved_etags
-                self._same_bytes(n, self._moved_etags.pop(self.key_of(n.path), n.etag), n.size)
-                if moved:
-                    n.fetched_at = time.monotonic()
-        for n in writing:
-            if n.writer is not None:
-                n.writer.retarget(self.key_of(n.path), n.etag)
+            elif node.etag is not None:  # a published version (or the base of an in-place edit)
+                await self._rename_file(node, self.key_of(old_path), self.key_of(new_path), target)
+            elif node.writer is not None and node.writer.expect is not None \
+                    and node.writer.expect.etag is not None:
+                # the object an earlier rename put this file over: nothing will replace it
+                # now (found by the reference model: b -> a/a -> a/b left a/a behind)
+                await self._delete_version(self.key_of(old_path), node.writer.expect.etag)
+                self.metacache.delete(self.key_of(old_path))
+            self.inodes.move(old_path, new_path)
+            if self._moved_etags:  # a directory's objects were copied: the same bytes, new ETags
+                for n in self.inodes.subtree(new_path):
+                    moved = self.key_of(n.path) in self._moved_etags
+                    self._same_bytes(n, self._moved_etags.pop(self.key_of(n.path), n.etag), n.size)
+                    if moved:
+                        n.fetched_at = time.monotonic()
+            for n in writing:
+                assert n.writer is not None
+                n.writer.move_to(self.key_of(n.path), n.etag,
+                                 Expect(n.etag) if n.etag is not None else target if n is node else ABSENT)
         self._moved_etags.clear()
         self._listing_remove(old_path)
         self._listing_add(node)

@@ -22,7 +22,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -211,13 +212,29 @@ class UploadSession:
             self.spool.write(s, data)
             self.plan.load(s, len(data))
 
-    def retarget(self, new_key: str, base_etag: str | None = None) -> None:
-        """The file was renamed; an earlier version of it moved along with it."""
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """No write, flush or part request of this file while a rename moves it."""
+        async with self._lock:
+            await self._idle.wait()
+            yield
+
+    async def drop_upload(self) -> None:
+        """(Held.) The multipart upload in progress is bound to the old key, and Complete
+        would publish the file there: abort it; its parts are sent again from the spool."""
+        if self.plan.upload_id is not None:
+            await self._abort_quietly(self.plan.upload_id)
+            self.plan.forget_upload()
+            self._released_parts = 0
+
+    def move_to(self, new_key: str, moved_etag: str | None, expect: Expect | None) -> None:
+        """(Held, after drop_upload.) The file was renamed: it publishes under `new_key`
+        only, replacing what `expect` says is there; its published version (the base of
+        unwritten ranges), if any, was copied there as `moved_etag`."""
         if self.base_key == self.key:
-            self.base_key, self.base_etag = new_key, base_etag
+            self.base_key, self.base_etag = new_key, moved_etag
         self.key = new_key
-        if base_etag is not None:  # our published version moved: the next publish replaces it
-            self.expect = Expect(base_etag)
+        self.expect = expect
 
     async def truncate(self, size: int) -> None:
         async with self._lock:
