@@ -9,12 +9,12 @@ relays its one-line error), so a failed mount exits non-zero in seconds.
 from __future__ import annotations
 
 import argparse
-import re
-import dataclasses
 import base64
 import binascii
+import dataclasses
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -178,7 +178,8 @@ def connection_config(args: argparse.Namespace) -> ConnectionConfig:
 
 def _read_sse_c_key(path: str) -> bytes:
     try:
-        raw = open(path, "rb").read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as exc:
         raise UserError(f"cannot read --sse-c-key-file: {exc.strerror}") from None
     if len(raw) == 32:
@@ -434,7 +435,7 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         return 0
     if held is not Occupant.LIVE:
         raise UserError(f"{mountpoint} is not an s3fsmpu mount")
-    result = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    result = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise UserError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "unmount failed")
     return 0

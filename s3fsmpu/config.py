@@ -9,7 +9,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from s3fsmpu.upload.schedule import MAX_PART_SIZE, MIN_PART_SIZE, PartSchedule
+MIB = 1 << 20
+GIB = 1 << 30
+# S3's multipart rules: every part but the last at least 5 MiB, none over
+# 5 GiB, numbered 1..10,000 (upload/schedule.py lays files out within them)
+MIN_PART_SIZE = 5 * MIB
+MAX_PART_SIZE = 5 * GIB
+MAX_PARTS = 10_000
 
 _UNITS = {
     "": 1,
@@ -117,9 +123,6 @@ class UploadConfig:
     # is gone within the kernel's dirty expiry); past it, uploaded parts are
     # written back and their pages dropped
     spool_resident: int = 64 << 20
-
-    def schedule(self) -> PartSchedule:
-        return PartSchedule(self.part_size, min_part=self.min_part_size)
 
     @property
     def etags_are_md5(self) -> bool:

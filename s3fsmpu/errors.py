@@ -168,7 +168,7 @@ def to_errno(exc: BaseException) -> int:
     return errno.EIO
 
 
-def first_error(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error to report from a nursery's group: the first of ours, else the first at all.
 
     trio nurseries raise ExceptionGroups; callers (and the errno table) expect one error.

@@ -10,8 +10,10 @@ mount(8) and systemd pass along are accepted and ignored.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 from s3fsmpu import cli
 
@@ -46,7 +48,7 @@ def _known_flags() -> dict[str, bool]:
     """Flags of `s3fsmpu mount` -> whether each takes a value."""
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    mount = sub.choices["mount"]  # type: ignore[attr-defined]
+    mount = cast("dict[str, argparse.ArgumentParser]", sub.choices)["mount"]
     flags = {}
     for action in mount._actions:
         for opt in action.option_strings:

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -25,7 +25,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
@@ -39,11 +39,11 @@ def _errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             # already logged once at ERROR by the upload driver
             raise pyfuse3.FUSEError(to_errno(exc)) from None
         except BaseExceptionGroup as group:  # from a nursery: report its first error of ours
-            exc = first_error(group)
-            if not isinstance(exc, (S3FSError, OSError)):
+            first = first_error(group)
+            if not isinstance(first, (S3FSError, OSError)):
                 raise
-            log.warning("%s failed: %s", fn.__name__, exc)
-            raise pyfuse3.FUSEError(to_errno(exc)) from None
+            log.warning("%s failed: %s", fn.__name__, first)
+            raise pyfuse3.FUSEError(to_errno(first)) from None
         except (S3Error, S3FSError, OSError) as exc:
             code = to_errno(exc)
             level = logging.DEBUG if code in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY) else logging.WARNING
@@ -184,7 +184,7 @@ class FuseOperations(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         try:
             await self.fs.release(fh)
-        except Exception as exc:  # FUSE discards release errors; flush already reported them
+        except Exception as exc:  # noqa: BLE001 - FUSE discards release errors; flush reported them
             log.debug("release: %s", exc)
 
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:

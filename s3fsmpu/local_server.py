@@ -37,7 +37,8 @@ def start_moto(port: int | None = None, env: dict[str, str] | None = None,
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,
+        # prctl in the child before exec, no lock taken: the server dies with the mount
+        env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,  # noqa: PLW1509
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -50,4 +51,4 @@ def start_moto(port: int | None = None, env: dict[str, str] | None = None,
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("the embedded S3 server did not start within %d s" % timeout)
+    raise RuntimeError(f"the embedded S3 server did not start within {timeout:.0f} s")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,7 +37,7 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.latency: dict[str, list[int]] = {}
-        self.latency_sum: Counter[str] = Counter()
+        self.latency_sum: defaultdict[str, float] = defaultdict(float)
         self.bytes_up = 0
         self.bytes_down = 0
 
@@ -57,7 +57,7 @@ class Metrics:
         out += ["# HELP s3fsmpu_request_seconds S3 request latency.", "# TYPE s3fsmpu_request_seconds histogram"]
         for op, counts in sorted(self.latency.items()):
             cumulative = 0
-            for bound, n in zip((*BUCKETS, float("inf")), counts):
+            for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
                 cumulative += n
                 le = "+Inf" if bound == float("inf") else repr(bound)
                 out.append(f's3fsmpu_request_seconds_bucket{{operation="{op}",le="{le}"}} {cumulative}')

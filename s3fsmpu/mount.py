@@ -19,11 +19,11 @@ import trio
 
 from s3fsmpu.config import MountConfig
 from s3fsmpu.control import serve_control
-from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
-from s3fsmpu.runtime import socket_path
 from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fuse_ops import FuseOperations
 from s3fsmpu.kernel_readahead import tune_read_ahead
+from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
+from s3fsmpu.runtime import socket_path
 from s3fsmpu.store.base import ObjectStore
 from s3fsmpu.store.conditional import ConditionalWrites
 from s3fsmpu.upload.driver import Uploader
@@ -64,7 +64,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
                 metrics_addr: str | None = None) -> None:
     os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
     metrics = Metrics()
-    store = ConditionalWrites(InstrumentedStore(store, metrics), config.upload.conflicts == "fail")  # type: ignore[assignment]
+    store = ConditionalWrites(InstrumentedStore(store, metrics), config.upload.conflicts == "fail")
     async with trio.open_nursery() as nursery:
         uploader = None if config.read_only else Uploader(store, config.upload, config.cache_dir, nursery)
 

@@ -80,7 +80,7 @@ def detach(path: str, entry: MountEntry) -> None:
     root it detaches any filesystem (a tmpfs too), so only call this on what
     `occupant` found DEAD.
     """
-    r = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, text=True, timeout=30, check=False)
     if r.returncode != 0:
         lines = r.stderr.strip().splitlines()
         raise DetachError(lines[-1] if lines else f"fusermount3 -uz {path} failed")

@@ -28,7 +28,7 @@ class S3Filesystem(Changes):
                     writer, node.writer = node.writer, None
                     try:
                         await writer.close()
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the rest
                         log.error("at unmount, %s", exc)
             await self.uploader.drain()
         self.metacache.close()

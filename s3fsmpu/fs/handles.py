@@ -196,14 +196,14 @@ class OpenFiles(Namespace):
             try:
                 if writer.dirty and not writer.discarded and await writer.flush():  # normally flush came first
                     self._published(node)
-            except Exception as exc:  # already reported by flush; release errors are discarded by FUSE
+            except Exception as exc:  # noqa: BLE001 - reported by flush already; FUSE discards release errors
                 log.debug("release of %r: %s", node.path, exc)
                 node.fetched_at = 0.0
             finally:
                 node.writer = None
                 try:
                     await writer.close()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - as above
                     log.debug("release of %r: %s", node.path, exc)
                     node.fetched_at = 0.0
         self.inodes.drop_if_unused(node)

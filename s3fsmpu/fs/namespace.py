@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import trio
 
@@ -153,6 +153,7 @@ class Namespace(FsState):
     async def _list_small_dir(self, dir_path: str) -> dict[str, Node] | None:
         """One LIST page of the directory; a complete one becomes its listing."""
         pages = self._list_dir(dir_path, max_keys=SMALL_DIR)
+        assert isinstance(pages, AsyncGenerator)
         try:
             batch, complete = await pages.__anext__()
         finally:

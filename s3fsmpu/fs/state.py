@@ -89,7 +89,7 @@ class FsState:
                  nursery: trio.Nursery | None = None) -> None:
         up = config.upload
         self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
-        self.store: ObjectStore = RetryingStore(store, self.policy)  # type: ignore[assignment]
+        self.store: ObjectStore = RetryingStore(store, self.policy)
         self.config = config
         self.uploader = uploader
         # background tasks: read-ahead prefetch (uploads have the uploader's)

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from xml.etree import ElementTree
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from xml.etree import ElementTree
 
 import boto3
 import botocore.exceptions as bexc
@@ -35,7 +35,6 @@ from botocore.credentials import CredentialProvider, CredentialResolver, Credent
 
 from s3fsmpu.config import ConnectionConfig, UploadConfig
 from s3fsmpu.errors import NoSuchKey, S3Error
-from s3fsmpu.store.credential_reload import CredentialReloader
 from s3fsmpu.store.base import (
     Body,
     CompleteResult,
@@ -49,6 +48,7 @@ from s3fsmpu.store.base import (
     UploadsPage,
     WriteMeta,
 )
+from s3fsmpu.store.credential_reload import CredentialReloader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,7 +74,7 @@ def _condition(expect: Expect | None) -> dict[str, str]:
     return {"IfNoneMatch": "*"} if expect.etag is None else {"IfMatch": f'"{expect.etag}"'}
 
 
-class _CurrentCredentials(Credentials):
+class _CurrentCredentials(Credentials):  # type: ignore[misc]  # botocore has no type stubs
     """botocore Credentials that are always the reloader's current ones.
 
     A client's signer keeps one Credentials object for its life; this one
@@ -370,7 +370,8 @@ class Boto3Store:
         if token:
             args["ContinuationToken"] = token
         resp = await self._call(
-            "ListObjectsV2", prefix, functools.partial(self.client.list_objects_v2, **args, **self._extra("ListObjectsV2"))
+            "ListObjectsV2", prefix,
+            functools.partial(self.client.list_objects_v2, **args, **self._extra("ListObjectsV2")),
         )
         objects = [
             ObjectInfo(o["Key"], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from s3fsmpu.config import MIN_PART_SIZE
 from s3fsmpu.errors import NoSuchKey, S3Error
 from s3fsmpu.store.base import (
     Body,
@@ -35,7 +36,6 @@ from s3fsmpu.store.base import (
     UploadsPage,
     WriteMeta,
 )
-from s3fsmpu.upload.schedule import MIN_PART_SIZE
 
 
 @dataclass
@@ -93,9 +93,8 @@ class MemoryStore:
 
     @staticmethod
     def _check_md5(key: str, body: Body, data: bytes, op: str) -> None:
-        if body.md5_b64 is not None:
-            if base64.b64encode(hashlib.md5(data).digest()).decode() != body.md5_b64:
-                raise S3Error("BadDigest", key, "Content-MD5 mismatch", op, 400)
+        if body.md5_b64 is not None and base64.b64encode(hashlib.md5(data).digest()).decode() != body.md5_b64:
+            raise S3Error("BadDigest", key, "Content-MD5 mismatch", op, 400)
 
     # ---- objects ----------------------------------------------------------
     async def check_bucket(self) -> None:

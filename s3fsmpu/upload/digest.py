@@ -32,7 +32,7 @@ class _CrtChecksum:
     """CRC32C and CRC64NVME come from awscrt (botocore's optional CRT)."""
 
     def __init__(self, name: str) -> None:
-        from awscrt import checksums  # type: ignore[import-not-found]
+        from awscrt import checksums
 
         self._fn = checksums.crc32c if name == "CRC32C" else checksums.crc64nvme
         self._bytes = 4 if name == "CRC32C" else 8

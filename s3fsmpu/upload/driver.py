@@ -18,6 +18,7 @@ honest:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -44,6 +45,7 @@ from s3fsmpu.upload.completion import (
 )
 from s3fsmpu.upload.digest import digest_slice
 from s3fsmpu.upload.mpu import MultipartPlan
+from s3fsmpu.upload.schedule import schedule_for
 from s3fsmpu.upload.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class Uploader:
     ) -> None:
         self.store = store
         self.config = config
-        self.schedule = config.schedule()
+        self.schedule = schedule_for(config)
         self.budget = ByteBudget(config.max_memory)
         self.limiter = trio.CapacityLimiter(config.concurrency)
         self.policy = RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_max)
@@ -204,7 +206,7 @@ class UploadSession:
             assert self.base_key is not None
             base_key, etag = self.base_key, self.base_etag
             data = await retrying(
-                lambda: self.up.store.get_range(base_key, s, e, etag), self.up.policy,
+                functools.partial(self.up.store.get_range, base_key, s, e, etag), self.up.policy,
                 f"GetObject {base_key!r} bytes {s}-{e}", self._on_retry,
             )
             if len(data) != e - s:
@@ -460,7 +462,7 @@ class UploadSession:
             await self._ensure_loaded(0, self.plan.size)
             await self._put_single()
             return
-        for round_ in range(REPAIR_ROUNDS + 1):
+        for _round in range(REPAIR_ROUNDS + 1):
             upload_id = await self._ensure_created()
             for n in self.plan.parts_to_send_at_flush():
                 if self.base_key is not None and self.plan.copyable(n):

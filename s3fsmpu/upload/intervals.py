@@ -38,7 +38,7 @@ class IntervalSet:
                 self._ends[i] = size
 
     def ranges(self) -> list[tuple[int, int]]:
-        return list(zip(self._starts, self._ends))
+        return list(zip(self._starts, self._ends, strict=True))
 
     def __bool__(self) -> bool:
         return bool(self._starts)

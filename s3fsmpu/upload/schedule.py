@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-MIB = 1 << 20
-GIB = 1 << 30
-MIN_PART_SIZE = 5 * MIB
-MAX_PART_SIZE = 5 * GIB
-MAX_PARTS = 10_000
+from s3fsmpu.config import GIB, MAX_PART_SIZE, MAX_PARTS, MIB, MIN_PART_SIZE, UploadConfig
+
+__all__ = ["GIB", "MAX_PART_SIZE", "MAX_PARTS", "MIB", "MIN_PART_SIZE", "PartRange", "PartSchedule",
+           "schedule_for"]
+
 PARTS_PER_TIER = 1_000
 
 
@@ -100,3 +100,8 @@ class PartSchedule:
         if end <= start:
             return range(0)
         return range(self.part_at(start).number, self.part_at(end - 1).number + 1)
+
+
+def schedule_for(config: UploadConfig) -> PartSchedule:
+    """The layout of a mount's uploads: --part-size, and the floor tests may lower."""
+    return PartSchedule(config.part_size, min_part=config.min_part_size)

@@ -11,6 +11,7 @@ from s3fsmpu.config import (
     parse_duration,
     parse_size,
 )
+from s3fsmpu.upload.schedule import schedule_for
 
 
 @pytest.mark.parametrize(
@@ -92,8 +93,8 @@ def test_check_part_size_limits() -> None:
 
 def test_upload_config_schedule_uses_part_size() -> None:
     cfg = UploadConfig(part_size=64 << 10, min_part_size=64 << 10)
-    assert cfg.schedule().part(3).start == 128 << 10
-    assert UploadConfig().schedule().part(1).size == 8 << 20
+    assert schedule_for(cfg).part(3).start == 128 << 10
+    assert schedule_for(UploadConfig()).part(1).size == 8 << 20
     assert UploadConfig().etags_are_md5
     assert not UploadConfig(sse="aws:kms").etags_are_md5
     assert not UploadConfig(sse_c_key=b"k" * 32).etags_are_md5
