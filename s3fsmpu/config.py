@@ -119,6 +119,9 @@ class UploadConfig:
     backoff_max: float = 5.0
     # only for tests: lets parts be smaller than S3's 5 MiB
     min_part_size: int = MIN_PART_SIZE
+    # the largest server-side copy part when writing on after a flush (S3: 5 GiB);
+    # tests lower it to copy a small prefix in a few parts
+    copy_part_max: int = MAX_PART_SIZE
     # a spool up to this size stays in the page cache (and off the disk, if it
     # is gone within the kernel's dirty expiry); past it, uploaded parts are
     # written back and their pages dropped

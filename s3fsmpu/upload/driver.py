@@ -182,7 +182,7 @@ class UploadSession:
 
     async def write(self, offset: int, data: bytes) -> int:
         async with self._lock:
-            self._raise_if_failed()
+            await self._before_change(offset)
             ready = self.plan.write(offset, len(data))  # EFBIG before touching the spool
             self.spool.write(offset, data)
             if self._started_at is None:
@@ -240,10 +240,18 @@ class UploadSession:
 
     async def truncate(self, size: int) -> None:
         async with self._lock:
-            self._raise_if_failed()
+            await self._before_change(size)
             self.plan.truncate(size)
             self._released_parts = 0  # parts below may be written again
             self.spool.truncate(size)
+
+    async def _before_change(self, offset: int) -> None:
+        """A change inside the big copy parts renumbers the parts: let those in flight land first."""
+        self._raise_if_failed()
+        if self.plan.breaks_prefix(offset):
+            await self._idle.wait()
+            self._raise_if_failed()
+            self._released_parts = 0
 
     async def read(self, offset: int, size: int) -> bytes:
         """What the file holds now, for reads of a file open for writing in this mount."""
@@ -355,12 +363,10 @@ class UploadSession:
         """
         if not self._spool_is_big():
             return
-        n = self._released_parts
-        while (st := self.plan.parts.get(n + 1)) is not None and st.uploaded is not None:
-            n += 1
+        n = self.plan.settled_through(self._released_parts)
         if n > self._released_parts:
             self._released_parts = n
-            end = min(self.up.schedule.part(n).end, self.plan.size)
+            end = min(self.plan.layout.part(n).end, self.plan.size)
             await trio.to_thread.run_sync(self.spool.release, 0, end)
 
     def _digest_part(self, start: int, length: int) -> tuple[Body, str]:
@@ -468,7 +474,7 @@ class UploadSession:
                 if self.base_key is not None and self.plan.copyable(n):
                     await self._start_copy(n)
                 else:
-                    rng = self.plan.schedule.part(n)
+                    rng = self.plan.layout.part(n)
                     await self._ensure_loaded(rng.start, rng.end)
                     await self._start_part(n)
             await self._idle.wait()

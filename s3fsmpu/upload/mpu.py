@@ -16,6 +16,15 @@ bytes [0, base_size) equal the base object wherever they were not written.
 A part never written since (version 0) lying within the base is copied
 server-side (UploadPartCopy) instead of sent; a part partly written is
 completed from the base with a ranged GET of just its missing bytes.
+
+After a publish the layout changes (`schedule.after_publish`): the
+published prefix is a few big copy parts (up to 5 GiB each), and the fixed
+parts follow, renumbered. A later change inside that prefix (a write or a
+truncate) falls back to the plain layout for the rest of this upload: the
+prefix is then copied part by part as before, and parts already sent for
+what follows are sent again under their plain numbers. The driver waits
+until no part is in flight before such a change (`breaks_prefix`), so the
+same upload carries on and no part number is ever sent twice at once.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from s3fsmpu.errors import FileTooLarge
 from s3fsmpu.store.base import PartRef
 from s3fsmpu.store.memory import multipart_etag
 from s3fsmpu.upload.intervals import IntervalSet
-from s3fsmpu.upload.schedule import PartRange, PartSchedule
+from s3fsmpu.upload.schedule import Layout, PartRange, PartSchedule, PrefixedSchedule
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class PartState:
 class MultipartPlan:
     def __init__(self, schedule: PartSchedule, size: int = 0) -> None:
         self.schedule = schedule
+        self.layout: Layout = schedule  # the plain schedule, or big copy parts then it
         self.size = size
         self.written = IntervalSet()
         self.parts: dict[int, PartState] = {}
@@ -63,7 +73,9 @@ class MultipartPlan:
             raise FileTooLarge(f"write beyond the largest object size ({self.schedule.max_size} bytes)")
         if length == 0:
             return []
-        touched = self.schedule.parts_touching(offset, end)
+        if self.breaks_prefix(offset):
+            self._fall_back()
+        touched = self.layout.parts_touching(offset, end)
         was_full = {n: self._full(n) for n in touched}
         self.written.add(offset, end)
         self.size = max(self.size, end)
@@ -86,13 +98,15 @@ class MultipartPlan:
         if size > self.schedule.max_size:
             raise FileTooLarge(f"size beyond the largest object size ({self.schedule.max_size} bytes)")
         lo, hi = sorted((size, self.size))
+        if self.breaks_prefix(lo):
+            self._fall_back()
         # base bytes cut off are gone for good: growing again gives zeros, not them
         self.base_size = min(self.base_size, size)
         # the bytes between are now defined: zeros when growing, gone when shrinking
         self.written.truncate(lo)
         if size > lo:
             self.written.add(lo, size)
-        for n in self.schedule.parts_touching(lo, max(hi, lo + 1)):
+        for n in self.layout.parts_touching(lo, max(hi, lo + 1)):
             self._state(n).version += 1
         self.size = size
         self.dirty = True
@@ -103,7 +117,7 @@ class MultipartPlan:
         st = self._state(number)
         assert not st.inflight, f"part {number} is already in flight"
         st.inflight = True
-        rng = self.schedule.part(number)
+        rng = self.layout.part(number)
         if rng.end > self.size:
             rng = PartRange(number, rng.start, self.size)
         return rng, st.version
@@ -124,7 +138,7 @@ class MultipartPlan:
     def parts_to_send_at_flush(self) -> list[int]:
         return [
             r.number
-            for r in self.schedule.parts_for_size(self.size)
+            for r in self.layout.parts_for_size(self.size)
             if not self._state(r.number).inflight and not self._current(r)
         ]
 
@@ -132,7 +146,7 @@ class MultipartPlan:
         return sum(1 for n in self.parts if self._current(self._final_range(n)))
 
     def parts_so_far(self) -> int:
-        return len(self.schedule.parts_for_size(self.size))
+        return len(self.layout.parts_for_size(self.size))
 
     def inflight(self) -> list[int]:
         return [n for n, st in self.parts.items() if st.inflight]
@@ -143,7 +157,7 @@ class MultipartPlan:
 
     def complete_refs(self) -> list[PartRef]:
         refs = []
-        for r in self.schedule.parts_for_size(self.size):
+        for r in self.layout.parts_for_size(self.size):
             up = self._state(r.number).uploaded
             assert up is not None and self._current(r), f"part {r.number} is not uploaded"
             refs.append(PartRef(r.number, up.etag, up.checksum))
@@ -151,7 +165,7 @@ class MultipartPlan:
 
     def expected_etag(self) -> str:
         md5s = []
-        for r in self.schedule.parts_for_size(self.size):
+        for r in self.layout.parts_for_size(self.size):
             up = self._state(r.number).uploaded
             assert up is not None
             md5s.append(up.md5_hex)
@@ -164,12 +178,22 @@ class MultipartPlan:
         self.parts.clear()
         self.upload_id = None
         self.dirty = False
+        self.layout = self.schedule
 
     def copyable(self, number: int) -> bool:
         """Never written since the base, and all of its range is base bytes."""
         st = self._state(number)
         rng = self._final_range(number)
         return st.version == 0 and rng.end <= self.base_size and rng.size > 0
+
+    def settled_through(self, number: int) -> int:
+        """The last part n >= `number` such that parts number+1..n are uploaded or left
+        to a server-side copy: their bytes are needed locally no more."""
+        last = self.layout.part_at(self.size - 1).number if self.size else 0
+        while number < last and ((st := self.parts.get(number + 1)) is not None and st.uploaded is not None
+                                 or self.copyable(number + 1)):
+            number += 1
+        return number
 
     def missing_base(self, start: int, end: int) -> list[tuple[int, int]]:
         """Sub-ranges of [start, end) that are base bytes not present locally."""
@@ -190,7 +214,7 @@ class MultipartPlan:
         return gaps
 
     def _final_range(self, number: int) -> PartRange:
-        rng = self.schedule.part(number)
+        rng = self.layout.part(number)
         return PartRange(number, rng.start, min(rng.end, self.size)) if rng.end > self.size else rng
 
     def forget_upload(self) -> None:
@@ -207,6 +231,26 @@ class MultipartPlan:
         if self.size > self.base_size:
             self.written.add(self.base_size, self.size)
         self.set_base(self.size)
+        self.layout = self.schedule.after_publish(self.size)
+
+    def breaks_prefix(self, offset: int) -> bool:
+        """A change from `offset` on would fall inside the big copy parts: the layout
+        goes back to plain parts, which the driver allows only with no part in flight."""
+        return isinstance(self.layout, PrefixedSchedule) and offset < self.layout.prefix
+
+    def _fall_back(self) -> None:
+        """Back to the plain layout within the same upload. Parts after the prefix map
+        one to one to plain parts; they keep their versions (what was written since the
+        publish) but not their uploads, which were numbered differently."""
+        layout = self.layout
+        assert isinstance(layout, PrefixedSchedule)
+        assert not self.inflight(), "the layout changes only with no part in flight"
+        self.parts = {
+            n + layout.shift: PartState(st.version)
+            for n, st in self.parts.items()
+            if n > layout.copies and st.version
+        }
+        self.layout = self.schedule
 
     # ---- helpers ----------------------------------------------------------
     def _state(self, number: int) -> PartState:
@@ -221,12 +265,12 @@ class MultipartPlan:
         return up is not None and up.version == st.version and up.length == rng.size
 
     def _full(self, number: int) -> bool:
-        rng = self.schedule.part(number)
+        rng = self.layout.part(number)
         return self.written.covers(rng.start, rng.end)
 
     def _ready_early(self, number: int) -> bool:
         st = self._state(number)
-        rng = self.schedule.part(number)
+        rng = self.layout.part(number)
         return (
             not st.inflight
             and self.written.covers(rng.start, rng.end)

@@ -25,6 +25,7 @@ from s3fsmpu.fs.inodes import ROOT_INODE
 from s3fsmpu.store.conditional import ConditionalWrites
 from s3fsmpu.store.memory import MemoryStore, multipart_etag
 from s3fsmpu.upload.driver import Uploader
+from s3fsmpu.upload.schedule import Layout
 
 KIB = 1 << 10
 PART = 64 * KIB
@@ -37,9 +38,12 @@ def blob(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def expected_etag(data: bytes, part: int = PART) -> str:
-    """The multipart ETag of `data` cut into fixed `part`-sized parts."""
-    chunks = [data[i : i + part] for i in range(0, len(data), part)]
+def expected_etag(data: bytes, part: int = PART, layout: Layout | None = None) -> str:
+    """The multipart ETag of `data` cut into fixed `part`-sized parts, or as `layout` cuts it."""
+    if layout is None:
+        chunks = [data[i : i + part] for i in range(0, len(data), part)]
+    else:
+        chunks = [data[r.start : r.end] for r in layout.parts_for_size(len(data))]
     return multipart_etag([hashlib.md5(c).hexdigest() for c in chunks])
 
 

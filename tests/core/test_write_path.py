@@ -21,7 +21,7 @@ import trio.testing
 
 from s3fsmpu.errors import FileTooLarge, to_errno
 from s3fsmpu.store.base import Body, PartResult, WriteMeta
-from s3fsmpu.store.memory import MemoryStore
+from s3fsmpu.store.memory import MemoryStore, multipart_etag
 from s3fsmpu.store.wrapper import StoreWrapper
 from tests.core.harness import KIB, PART, ROOT, Env, blob, expected_etag, run, wait_until
 
@@ -348,6 +348,83 @@ def test_write_after_flush_does_not_resend_the_prefix(tmp_path: Path) -> None:
         assert env.mem.calls["UploadPartCopy"] >= 1
 
     run(tmp_path, t)
+
+
+def test_writing_on_after_a_flush_copies_the_prefix_in_few_big_parts(tmp_path: Path) -> None:
+    """SPEC: the published prefix is copied in a few big UploadPartCopy parts (up to
+    copy_part_max each), not one per part; the parts after it follow the schedule."""
+    first, second, third = blob(40 * PART, 1), blob(3 * PART + PART // 2, 2), blob(PART, 3)
+
+    async def t(env: Env) -> None:
+        fh = await env.create("log")
+        await env.fs.write(fh, 0, first)
+        await env.fs.flush(fh)
+        assert env.mem.calls["UploadPartCopy"] == 0
+        sent = env.uploader.stats.bytes_uploaded
+        await env.fs.write(fh, len(first), second)
+        await env.fs.flush(fh)
+        # 40 parts published: 5 copies of 8 parts each, then 4 parts of the schedule
+        assert env.mem.calls["UploadPartCopy"] == 5
+        assert env.uploader.stats.bytes_uploaded - sent == len(second)
+        data = first + second
+        assert env.data("log") == data
+        copies = [data[i * 8 * PART : (i + 1) * 8 * PART] for i in range(5)]
+        assert env.etag("log") == multipart_etag(
+            [hashlib.md5(c).hexdigest() for c in copies]
+            + [hashlib.md5(data[i : i + PART]).hexdigest() for i in range(40 * PART, len(data), PART)]
+        )
+        assert env.etag("log").endswith("-9")
+        # again: the copies end at the last part boundary (43 parts: 6 copies); the
+        # half part after it is sent again with what follows
+        sent = env.uploader.stats.bytes_uploaded
+        await env.fs.write(fh, len(data), third)
+        await env.fs.flush(fh)
+        await env.fs.release(fh)
+        assert env.mem.calls["UploadPartCopy"] == 5 + 6
+        assert env.uploader.stats.bytes_uploaded - sent == PART // 2 + len(third)
+        assert env.data("log") == data + third
+        assert env.etag("log").endswith("-8")
+        assert_no_uploads(env)
+
+    run(tmp_path, t, copy_part_max=8 * PART)
+
+
+def test_a_write_into_the_copied_prefix_waits_for_parts_in_flight_and_falls_back(tmp_path: Path) -> None:
+    """Documented fallback: a change inside the big copy parts renumbers the parts (the
+    plain layout, copied part by part), so it waits until no part is in flight; the
+    parts already sent for the appended bytes are sent again under their new numbers."""
+    store = GatedStore(min_part_size=PART)
+    first, second = blob(20 * PART, 1), blob(2 * PART, 2)
+
+    async def t(env: Env) -> None:
+        fh = await env.create("f")
+        await env.fs.write(fh, 0, first)
+        await env.fs.flush(fh)
+        store.gate = trio.Event()
+        await env.fs.write(fh, len(first), second)  # 2 parts, uploads start and wait
+        await wait_until(lambda: store.waiting == 2)
+        done = trio.Event()
+
+        async def rewrite() -> None:
+            await env.fs.write(fh, 5 * PART + 10, b"changed")
+            done.set()
+
+        env.nursery.start_soon(rewrite)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set(), "the change renumbered parts while their uploads were in flight"
+        store.gate.set()
+        await done.wait()
+        await env.fs.flush(fh)
+        await env.fs.release(fh)
+        data = bytearray(first + second)
+        data[5 * PART + 10 : 5 * PART + 17] = b"changed"
+        assert env.data("f") == bytes(data)
+        assert env.etag("f") == expected_etag(bytes(data))  # the plain layout
+        assert env.mem.calls["UploadPartCopy"] == 19  # every unchanged part, one by one
+        assert env.mem.calls["UploadPart"] == 20 + 2 + 1 + 2
+        assert_no_uploads(env)
+
+    run(tmp_path, t, store=store, mem=store, copy_part_max=8 * PART)
 
 
 def test_reads_while_writing_see_written_bytes(tmp_path: Path) -> None:

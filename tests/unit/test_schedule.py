@@ -14,6 +14,7 @@ from s3fsmpu.upload.schedule import (
     MIN_PART_SIZE,
     PartRange,
     PartSchedule,
+    PrefixedSchedule,
 )
 
 TIB = 1 << 40
@@ -159,3 +160,33 @@ def test_every_offset_maps_to_exactly_one_part(s: PartSchedule, data: st.DataObj
     sized = s.parts_for_size(offset + 1)
     assert len(sized) == p.number
     assert sized[-1] == PartRange(p.number, p.start, offset + 1)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.integers(0, 10 + 10 + 20 + 20 + 40 + 40), st.integers(10, 100))
+def test_the_layout_after_a_publish_tiles_the_same_object(published: int, copy_part: int) -> None:
+    """Copy parts, then the plain parts renumbered: contiguous ranges from 0 to the
+    same largest size, numbers 1..N, part_at agreeing with part, no copy part
+    larger than `copy_part` or smaller than the first part."""
+    plain = PartSchedule(10, min_part=1, max_parts=6, per_tier=2, copy_part=copy_part)
+    layout = plain.after_publish(published)
+    assert layout.max_size == plain.max_size
+    parts = layout.parts_for_size(layout.max_size)
+    assert [r.number for r in parts] == list(range(1, len(parts) + 1))
+    assert parts[0].start == 0 and parts[-1].end == plain.max_size
+    for a, b in zip(parts, parts[1:]):
+        assert a.end == b.start
+    for r in parts:
+        assert layout.part(r.number) == r
+        assert layout.part_at(r.start) == r and layout.part_at(r.end - 1) == r
+    if isinstance(layout, PrefixedSchedule):
+        copies = [r for r in parts if r.end <= layout.prefix]
+        assert all(10 <= r.size <= copy_part for r in copies)
+        assert len(copies) < len(plain.parts_for_size(layout.prefix))
+        assert layout.prefix <= published
+        assert parts[len(copies):] == [
+            PartRange(r.number - layout.shift, r.start, r.end)
+            for r in plain.parts_for_size(plain.max_size) if r.start >= layout.prefix
+        ]
+    else:
+        assert layout is plain
