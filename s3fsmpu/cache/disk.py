@@ -18,6 +18,7 @@ replaced whole (rename), so a reader sees an old block or a new one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 TMP = "tmp"
 STALE_TMP = 600.0  # seconds; a temporary file older than this is a crashed put's leftover
 ANY = -1  # no inode has this number
+# distinct file sizes whose int objects the index shares: a full block's size
+# depends only on the key's and ETag's lengths, so a few hundred cover most
+MAX_SHARED_SIZES = 4096
 
 
 def disk_space(path: str) -> tuple[int, int]:
@@ -54,6 +58,7 @@ class DiskDataCache:
         self._lock = threading.Lock()
         self._lru: OrderedDict[bytes, int] = OrderedDict()  # digest -> file size, least recent first
         self._usage = 0
+        self._sizes: dict[int, int] = {}  # see _shared
         self._put_failing = False  # one WARNING per run of failing puts, not one per block
         os.makedirs(self._tmp, mode=0o700, exist_ok=True)
         self._load()
@@ -79,10 +84,8 @@ class DiskDataCache:
             log.warning("data cache: dropped block %d of %r (ETag %s): %s", index, key, etag, exc)
             self._drop(digest, inode)
             return None
-        try:
+        with contextlib.suppress(OSError):
             os.utime(path)  # the LRU order a remount starts from
-        except OSError:
-            pass
         return data
 
     def put(self, key: str, etag: str, index: int, data: bytes) -> None:
@@ -111,7 +114,7 @@ class DiskDataCache:
                 os.replace(tmp, path)
                 tmp = None
                 self._usage += size - self._lru.pop(digest, 0)
-                self._lru[digest] = size
+                self._lru[digest] = self._shared(size)
             self._put_failing = False
         except OSError as exc:
             level = logging.DEBUG if self._put_failing else logging.WARNING
@@ -208,13 +211,23 @@ class DiskDataCache:
                     self._scan(d1.path, d1.name, found)
         found.sort()
         with self._lock:
-            for _, digest, size in found:
-                self._lru[digest] = size
-                self._usage += size
+            self._adopt(found)
             blocks, held = len(self._lru), self._usage
             self._make_room(0)
         log.info("data cache %s: %d blocks, %d bytes found; %d blocks, %d bytes kept (limit %d)",
                  self.root, blocks, held, len(self._lru), self._usage, self.max_bytes)
+
+    def _adopt(self, found: list[tuple[int, bytes, int]]) -> None:
+        """Index (mtime, digest, size) of files found on disk, oldest first; lock held."""
+        for _, digest, size in found:
+            self._lru[digest] = self._shared(size)
+            self._usage += size
+
+    def _shared(self, size: int) -> int:
+        """One int object per common size (full blocks): 32 bytes less per block in the index."""
+        if len(self._sizes) < MAX_SHARED_SIZES:
+            return self._sizes.setdefault(size, size)
+        return self._sizes.get(size, size)
 
     def _scan(self, path: str, prefix: str, found: list[tuple[int, bytes, int]]) -> None:
         for d2 in os.scandir(path):
