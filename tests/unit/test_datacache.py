@@ -9,9 +9,11 @@ import os
 import random
 import sys
 import threading
+import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,25 +197,31 @@ def test_a_failing_disk_skips_the_put_with_one_warning(
     assert c.get("k", "e", 0) == b"x" and c.get("k", "e", 1) is None
 
 
-def test_threads_keep_the_index_and_the_files_in_step(tmp_path: Path) -> None:
-    c = DiskDataCache(str(tmp_path), 12 * (BS + 40), BS)
+def test_threads_keep_the_index_and_the_files_in_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = DiskDataCache(str(tmp_path), 6 * (BS + 40), BS)  # 6 of the 12 blocks fit: evictions
+    for name in ("replace", "rename", "unlink"):  # widen the windows between a file and its entry
+        monkeypatch.setattr(disk.os, name, slowly(getattr(os, name)))
     wrong: list[tuple[str, str, int]] = []
+    errors: list[BaseException] = []
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible
 
     def work(seed: int) -> None:
         rng = random.Random(seed)
-        for _ in range(400):
-            key, etag, index = f"k{rng.randrange(6)}", f"e{rng.randrange(2)}", rng.randrange(4)
-            op = rng.random()
-            if op < 0.45:
-                c.put(key, etag, index, payload(key, etag, index))
-            elif op < 0.95:
-                got = c.get(key, etag, index)
-                if got is not None and got != payload(key, etag, index):
-                    wrong.append((key, etag, index))
-            else:
-                c.forget(key)
+        try:
+            for _ in range(500):
+                key, etag, index = f"k{rng.randrange(2)}", f"e{rng.randrange(2)}", rng.randrange(3)
+                op = rng.random()
+                if op < 0.45:
+                    c.put(key, etag, index, payload(key, etag, index))
+                elif op < 0.85:
+                    got = c.get(key, etag, index)
+                    if got is not None and got != payload(key, etag, index):
+                        wrong.append((key, etag, index))
+                else:
+                    c.forget(key)
+        except BaseException as exc:  # a thread's exception would otherwise only be printed
+            errors.append(exc)
 
     try:
         threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
@@ -223,11 +231,47 @@ def test_threads_keep_the_index_and_the_files_in_step(tmp_path: Path) -> None:
             t.join()
     finally:
         sys.setswitchinterval(interval)
-    assert wrong == []
-    files = block_files(tmp_path)
-    on_disk = {bytes.fromhex("".join(p.relative_to(tmp_path).parts)) for p in files}
-    assert on_disk == set(c._lru)
-    assert c.usage() == sum(p.stat().st_size for p in files) <= c.max_bytes
+    assert errors == [] and wrong == []
+    assert_index_matches_files(c, tmp_path)
+    assert c.usage() <= c.max_bytes
+
+
+def test_a_forget_during_a_puts_rename_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = DiskDataCache(str(tmp_path), 10_000, BS)
+    renamed, release = threading.Event(), threading.Event()
+    replace = os.replace
+
+    def held(src: str, dst: str) -> None:  # the put stops between its file and its index entry
+        replace(src, dst)
+        renamed.set()
+        release.wait(5)
+
+    monkeypatch.setattr(disk.os, "replace", held)
+    putter = threading.Thread(target=c.put, args=("k", "e", 0, b"data"))
+    putter.start()
+    assert renamed.wait(5)
+    forgetter = threading.Thread(target=c.forget, args=("k",))
+    forgetter.start()
+    forgetter.join(0.2)
+    release.set()
+    putter.join()
+    forgetter.join()
+    assert_index_matches_files(c, tmp_path)
+
+
+def assert_index_matches_files(c: DiskDataCache, root: Path) -> None:
+    files = block_files(root)
+    assert {bytes.fromhex("".join(p.relative_to(root).parts)) for p in files} == set(c._lru)
+    assert c.usage() == sum(p.stat().st_size for p in files)
+
+
+def slowly(fn: Callable[..., None]) -> Callable[..., None]:
+    def slow(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.0003)  # other threads run here and...
+        fn(*args, **kwargs)
+        time.sleep(0.0003)  # ...here
+
+    return slow
 
 
 def test_the_index_costs_under_200_bytes_a_block(tmp_path: Path) -> None:
