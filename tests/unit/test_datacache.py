@@ -220,7 +220,7 @@ def test_threads_keep_the_index_and_the_files_in_step(tmp_path: Path, monkeypatc
                         wrong.append((key, etag, index))
                 else:
                     c.forget(key)
-        except BaseException as exc:  # a thread's exception would otherwise only be printed
+        except BaseException as exc:  # noqa: BLE001  # a thread's exception would otherwise only be printed
             errors.append(exc)
 
     try:
