@@ -33,6 +33,7 @@ from s3fsmpu.config import (
     UploadConfig,
     check_part_size,
     default_cache_dir,
+    parse_attr_timeout,
     parse_duration,
     parse_size,
 )
@@ -67,6 +68,13 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _attr_timeout(text: str) -> float:
+    try:
+        return parse_attr_timeout(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or indefinite") from None
 
 
 def _mode(text: str) -> int:
@@ -138,8 +146,13 @@ def build_parser() -> Parser:
     f.add_argument("--gid", type=int, default=os.getgid())
     f.add_argument("--file-mode", type=_mode, default=0o644, metavar="OCTAL")
     f.add_argument("--dir-mode", type=_mode, default=0o755, metavar="OCTAL")
-    f.add_argument("--attr-timeout", type=_duration, default=10.0, metavar="DURATION",
-                   help="how long attributes and names from S3 are trusted (default 10s)")
+    f.add_argument("--attr-timeout", type=_attr_timeout, default=10.0, metavar="DURATION",
+                   help="how long attributes and names from S3 are trusted (default 10s); 'indefinite' "
+                        "for buckets only this mount changes, or read-only datasets")
+    r = m.add_argument_group("read cache")
+    r.add_argument("--cache-size", type=_size, default=0, metavar="SIZE",
+                   help="keep read and written data in 8 MiB blocks under CACHE_DIR/data, up to SIZE "
+                        "(e.g. 10GiB), and always leave 5%% of that disk free (default 0: off)")
     m.add_argument("--metrics-addr", metavar="HOST:PORT",
                    help="serve Prometheus text metrics on http://HOST:PORT/metrics")
     m.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -204,6 +217,10 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         raise UserError("--upload-concurrency must be at least 1")
     if args.max_memory < part_size:
         raise UserError("--max-memory must be at least --part-size")
+    from s3fsmpu.cache import BLOCK_SIZE  # here: awscrt is not for every command
+
+    if 0 < args.cache_size < BLOCK_SIZE:
+        raise UserError(f"--cache-size must be 0 (off) or at least one block ({BLOCK_SIZE >> 20}MiB)")
     if args.sse_kms_key_id and args.sse != "aws:kms":
         raise UserError("--sse-kms-key-id needs --sse aws:kms")
     algorithm = None if args.checksum_algorithm == "none" else args.checksum_algorithm
@@ -240,6 +257,7 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         dir_mode=args.dir_mode,
         attr_timeout=args.attr_timeout,
         read_ahead=args.read_ahead,
+        cache_size=args.cache_size,
     )
 
 

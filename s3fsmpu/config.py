@@ -60,6 +60,26 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
+INDEFINITE = ("indefinite", "inf")
+# the longest timeout handed to the kernel: "indefinite" without relying on how
+# libfuse and the kernel convert an infinite double (libfuse clamps it to
+# ULONG_MAX seconds, the kernel then to its longest jiffies offset); a mount up
+# for a year asks once more
+KERNEL_TIMEOUT_MAX = 365 * 86400.0
+
+
+def parse_attr_timeout(text: str) -> float:
+    """A duration, or 'indefinite' / 'inf' (float('inf')): names from S3 are trusted until remount."""
+    if text.strip().lower() in INDEFINITE:
+        return float("inf")
+    return parse_duration(text)
+
+
+def kernel_timeout(attr_timeout: float) -> float:
+    """The entry/attr timeout to give pyfuse3 for `attr_timeout`: finite, at most a year."""
+    return min(attr_timeout, KERNEL_TIMEOUT_MAX)
+
+
 def default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "s3fsmpu")
@@ -146,9 +166,11 @@ class MountConfig:
     gid: int = field(default_factory=os.getgid)
     file_mode: int = 0o644
     dir_mode: int = 0o755
-    # seconds the kernel and the mount may trust attributes and listings
+    # seconds the kernel and the mount may trust attributes and listings; inf = until remount
     attr_timeout: float = 10.0
     read_ahead: int = 32 << 20
+    # bytes of the data cache under cache_dir/data (s3fsmpu.cache); 0 = off
+    cache_size: int = 0
 
 
 def check_part_size(size: int) -> int:

@@ -1,16 +1,22 @@
-"""Size and duration parsing, bucket[:prefix] locations, part-size limits."""
+"""Size and duration parsing, bucket[:prefix] locations, part-size limits, and the
+read-cache options (--cache-size, --attr-timeout indefinite) from argv to MountConfig."""
 
 from __future__ import annotations
 
 import pytest
 
+from s3fsmpu.cli import UserError, build_parser, mount_config
 from s3fsmpu.config import (
+    MountConfig,
     S3Location,
     UploadConfig,
     check_part_size,
+    kernel_timeout,
+    parse_attr_timeout,
     parse_duration,
     parse_size,
 )
+from s3fsmpu.fstab import to_argv
 from s3fsmpu.upload.schedule import schedule_for
 
 
@@ -99,3 +105,44 @@ def test_upload_config_schedule_uses_part_size() -> None:
     assert not UploadConfig(sse="aws:kms").etags_are_md5
     assert not UploadConfig(sse_c_key=b"k" * 32).etags_are_md5
     assert UploadConfig(sse="AES256").etags_are_md5
+
+
+@pytest.mark.parametrize(("text", "expected"), [("indefinite", float("inf")), ("inf", float("inf")),
+                                                ("Indefinite", float("inf")), ("30s", 30.0), ("0", 0.0)])
+def test_attr_timeout_may_be_indefinite(text: str, expected: float) -> None:
+    assert parse_attr_timeout(text) == expected
+
+
+def test_the_kernel_gets_a_finite_timeout_of_at_most_a_year() -> None:
+    assert kernel_timeout(float("inf")) == 365 * 86400.0
+    assert kernel_timeout(10.0) == 10.0
+    assert kernel_timeout(0.0) == 0.0
+
+
+def _mount(*options: str) -> MountConfig:
+    args = build_parser().parse_args(["mount", "bucket", "/mnt", *options])
+    return mount_config(args)
+
+
+def test_cache_size_and_an_indefinite_attr_timeout_reach_the_mount_config() -> None:
+    assert _mount().cache_size == 0  # off unless asked for
+    assert _mount().attr_timeout == 10.0
+    config = _mount("--cache-size", "10GiB", "--attr-timeout", "indefinite")
+    assert config.cache_size == 10 << 30
+    assert config.attr_timeout == float("inf")
+    assert _mount("--attr-timeout", "inf").attr_timeout == float("inf")
+    assert to_argv("b", "/m", "cache_size=10GiB,attr_timeout=indefinite") == [
+        "mount", "b", "/m", "--cache-size", "10GiB", "--attr-timeout", "indefinite"]
+
+
+def test_a_cache_smaller_than_one_block_is_refused() -> None:
+    with pytest.raises(UserError, match="--cache-size"):
+        _mount("--cache-size", "1MiB")
+
+
+@pytest.mark.parametrize("bad", [["--cache-size", "lots"], ["--attr-timeout", "forever"]])
+def test_bad_cache_size_or_attr_timeout_is_one_line(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _mount(*bad)
+    assert exc.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
