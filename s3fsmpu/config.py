@@ -172,6 +172,11 @@ class MountConfig:
     # bytes of the data cache under cache_dir/data (s3fsmpu.cache); 0 = off
     cache_size: int = 0
 
+    @property
+    def bucket_scope(self) -> str:
+        """Names the bucket for local caches: one key with one ETag in two buckets differs."""
+        return f"{self.connection.endpoint_url}|{self.location.bucket}"
+
 
 def check_part_size(size: int) -> int:
     if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:

@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
+from s3fsmpu.config import kernel_timeout
 from s3fsmpu.errors import NotFound, S3Error, S3FSError, UploadFailed, first_error, to_errno
 from s3fsmpu.fs.core import Attr, S3Filesystem
 
@@ -64,7 +65,7 @@ class FuseOperations(pyfuse3.Operations):
     def __init__(self, fs: S3Filesystem) -> None:
         super().__init__()
         self.fs = fs
-        self.timeout = fs.config.attr_timeout
+        self.timeout = kernel_timeout(fs.config.attr_timeout)
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()

@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 import pyfuse3
 import trio
 
+from s3fsmpu.cache import open_data_cache
 from s3fsmpu.config import MountConfig
 from s3fsmpu.control import serve_control
 from s3fsmpu.fs.core import S3Filesystem
+from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fuse_ops import FuseOperations
 from s3fsmpu.kernel_readahead import tune_read_ahead
 from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
@@ -75,7 +77,10 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
         if metrics_addr:
             await nursery.start(serve_metrics, metrics_addr, lambda: metrics.render(snapshot()))
         nursery.start_soon(_dump_on_sigusr1, snapshot)
-        fs = S3Filesystem(store, config, uploader, nursery)
+        disk_cache = await trio.to_thread.run_sync(open_data_cache, config.cache_dir, config.cache_size,
+                                                   config.bucket_scope)
+        fs = S3Filesystem(store, config, uploader, nursery,
+                          CacheAccess(disk_cache) if disk_cache is not None else None)
         pyfuse3.init(FuseOperations(fs), config.mountpoint, fuse_options(config))
         try:
             nursery.start_soon(_terminate_on_signal)

@@ -13,7 +13,7 @@ import hashlib
 import struct
 from typing import BinaryIO
 
-from awscrt.checksums import crc32c  # type: ignore[import-untyped]  # no stubs
+from awscrt.checksums import crc32c
 
 MAGIC = b"S3FC"
 VERSION = 1

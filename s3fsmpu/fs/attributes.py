@@ -20,7 +20,7 @@ from s3fsmpu.errors import (
 )
 from s3fsmpu.fs.copy import copy_object
 from s3fsmpu.fs.handles import OpenFiles
-from s3fsmpu.fs.inodes import ROOT_INODE, Kind, Node
+from s3fsmpu.fs.inodes import ROOT_INODE, STALE, Kind, Node
 from s3fsmpu.fs.state import ROOT_META_KEY, Attr
 from s3fsmpu.store.base import Body, WriteMeta
 
@@ -72,8 +72,7 @@ class Attributes(OpenFiles):
             node.writer.set_meta(self._write_meta(node))
             if own:  # truncate of a closed file: publish now
                 try:
-                    if await node.writer.flush():
-                        self._published(node)
+                    await self._flush(node, node.writer)
                 finally:
                     writer, node.writer = node.writer, None
                     await writer.close()
@@ -85,8 +84,7 @@ class Attributes(OpenFiles):
                 return self.attr(node)
             # the upload already started with the old metadata: publish, then copy
             wanted = (node.mode, node.uid, node.gid, node.mtime_ns)
-            if await node.writer.flush():
-                self._published(node)
+            await self._flush(node, node.writer)
             node.mode, node.uid, node.gid, node.mtime_ns = wanted
         # a closed object: one self-copy with the new metadata, soon -- or none at
         # all if a rename comes first and carries it (rsync: utimens, chmod, rename)
@@ -129,7 +127,7 @@ class Attributes(OpenFiles):
                             "(%s); its version stands", key, exc.code)
             else:
                 log.error("could not store new attributes of %r: %s", key, exc)
-            node.fetched_at = 0.0  # show what S3 has
+            node.fetched_at = STALE  # show what S3 has
             return
         finally:
             if node.inode not in self._pending_meta:

@@ -111,6 +111,8 @@ class Changes(Attributes):
         if node.writer is None or node.etag is not None or await self._exists_key(self.key_of(path)):
             await self._delete_version(self.key_of(path), node.etag)
         self.metacache.delete(self.key_of(path))
+        if self.data_cache is not None:  # frees the space now; a new version has a new ETag anyway
+            await self.data_cache.forget(self.key_of(path))
         self._clear_pending(node)
         self.inodes.unlink_path(path)
         self._listing_remove(path)

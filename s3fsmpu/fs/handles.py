@@ -20,10 +20,11 @@ from s3fsmpu.errors import (
     IsADirectory,
     NotFound,
 )
-from s3fsmpu.fs.inodes import Kind, Node
+from s3fsmpu.fs.inodes import STALE, Kind, Node
 from s3fsmpu.fs.namespace import Namespace
 from s3fsmpu.fs.reader import Reader
 from s3fsmpu.fs.state import Attr, Handle
+from s3fsmpu.upload.driver import UploadSession
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class OpenFiles(Namespace):
             if handle.reader is not None:
                 handle.reader.close()
             handle.reader = Reader(self.store, key, handle.size, handle.etag,
-                                   self.config.read_ahead, self.nursery)
+                                   self.config.read_ahead, self.nursery, cache=self.data_cache)
         return await handle.reader.read(offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -162,8 +163,21 @@ class OpenFiles(Namespace):
         if node.writer is not None:
             if node.writer.dirty:
                 node.writer.set_meta(self._write_meta(node))  # rides if not created yet
-            if await node.writer.flush():
-                self._published(node)
+            await self._flush(node, node.writer)
+
+    async def _flush(self, node: Node, writer: UploadSession) -> None:
+        """Publish what was written; then the data cache gets the new version, where the
+        spool holds all of it (not an in-place edit, whose unchanged parts were copied)."""
+        whole = not writer.plan.missing_base(0, writer.size)
+        if not await writer.flush():
+            return
+        self._published(node)
+        etag = writer.last_etag
+        if self.data_cache is None or not whole or etag is None:
+            return
+        async with writer.held():  # no write lands in the spool while it is read
+            if not writer.dirty and writer.last_etag == etag:  # nothing written since
+                await self.data_cache.fill(writer.key, etag, writer.size, writer.read_spool)
 
     def _published(self, node: Node) -> None:
         """After a verified upload: what the mount shows is what S3 holds."""
@@ -194,16 +208,16 @@ class OpenFiles(Namespace):
         if node.open_handles == 0 and node.writer is not None:
             writer = node.writer
             try:
-                if writer.dirty and not writer.discarded and await writer.flush():  # normally flush came first
-                    self._published(node)
+                if writer.dirty and not writer.discarded:  # normally flush came first
+                    await self._flush(node, writer)
             except Exception as exc:  # noqa: BLE001 - reported by flush already; FUSE discards release errors
                 log.debug("release of %r: %s", node.path, exc)
-                node.fetched_at = 0.0
+                node.fetched_at = STALE
             finally:
                 node.writer = None
                 try:
                     await writer.close()
                 except Exception as exc:  # noqa: BLE001 - as above
                     log.debug("release of %r: %s", node.path, exc)
-                    node.fetched_at = 0.0
+                    node.fetched_at = STALE
         self.inodes.drop_if_unused(node)

@@ -38,7 +38,7 @@ class Node:
     cache_etag: str | None = None  # the version the kernel's page cache holds pages of
     metadata: dict[str, str] | None = None  # None: not known yet (from LIST)
     content_type: str | None = None
-    fetched_at: float = 0.0  # monotonic time the attributes came from S3
+    fetched_at: float = float("-inf")  # monotonic time the attributes came from S3 (STALE: ask again)
     lookups: int = 0
     meta_pending: bool = False  # attributes changed here, not yet copied to S3
     changes: int = 0  # local changes of its attributes: an S3 answer asked for before one is older
@@ -52,6 +52,10 @@ class Node:
 
 
 UNLINKED = "\0deleted\0"
+# fetched_at of attributes that must be asked for again, whatever --attr-timeout says
+# (0.0 would count as fresh for the first attr_timeout seconds of the clock, and always
+# with --attr-timeout indefinite)
+STALE = float("-inf")
 
 
 class InodeTable:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from s3fsmpu.errors import ObjectChanged, S3Error
 from s3fsmpu.store.base import ObjectStore
+
+if TYPE_CHECKING:
+    from s3fsmpu.fs.data_cache import CacheAccess
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +42,15 @@ class _Chunk:
 class Reader:
     def __init__(
         self, store: ObjectStore, key: str, size: int, etag: str | None, max_window: int,
-        nursery: trio.Nursery | None = None, chunk: int = CHUNK,
+        nursery: trio.Nursery | None = None, chunk: int = CHUNK, cache: CacheAccess | None = None,
     ) -> None:
         self.store = store
         self.key = key
         self.size = size
         self.etag = etag
         self.chunk = chunk
+        # blocks of the data cache are chunks: only an object version (ETag) is cached
+        self.cache = cache if cache is not None and etag is not None and chunk == cache.block_size else None
         self.max_chunks = max(1, max_window // chunk)
         self.nursery = nursery
         self._chunks: dict[int, _Chunk] = {}
@@ -115,6 +121,22 @@ class Reader:
         c.done.set()
 
     async def _get(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the version this reader reads: from the data cache when
+        its block is there, else a ranged GET (a whole chunk fetched goes into the cache)."""
+        index = start // self.chunk
+        block_end = min(self.size, (index + 1) * self.chunk)
+        if self.cache is not None and end <= block_end:
+            assert self.etag is not None
+            block = await self.cache.get(self.key, self.etag, index)
+            if block is not None and len(block) == block_end - index * self.chunk:
+                return block[start - index * self.chunk : end - index * self.chunk]
+        data = await self._fetch(start, end)
+        if self.cache is not None and start == index * self.chunk and end == block_end:
+            assert self.etag is not None
+            await self.cache.put(self.key, self.etag, index, data)
+        return data
+
+    async def _fetch(self, start: int, end: int) -> bytes:
         try:
             data = await self.store.get_range(self.key, start, end, self.etag)
         except S3Error as exc:

@@ -28,6 +28,7 @@ from s3fsmpu.errors import (
     NotFound,
     ReadOnly,
 )
+from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fs.inodes import ROOT_INODE, InodeTable, Kind, Node
 from s3fsmpu.fs.metacache import MetadataCache
 from s3fsmpu.fs.node_locks import NodeLocks
@@ -86,7 +87,8 @@ class Handle:
 
 class FsState:
     def __init__(self, store: ObjectStore, config: MountConfig, uploader: Uploader | None,
-                 nursery: trio.Nursery | None = None) -> None:
+                 nursery: trio.Nursery | None = None, data_cache: CacheAccess | None = None) -> None:
+        self.data_cache = data_cache  # --cache-size: blocks of objects on local disk
         up = config.upload
         self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
         self.store: ObjectStore = RetryingStore(store, self.policy)
@@ -111,7 +113,7 @@ class FsState:
         self._locks = NodeLocks()  # a self-copy never overlaps a DELETE or upload of its key
         self._moving: set[str] = set()  # directories being renamed: no self-copy below them
         self.metacache = MetadataCache(
-            config.cache_dir, f"{config.connection.endpoint_url}|{config.location.bucket}"
+            config.cache_dir, config.bucket_scope
         )
         root_meta = self.metacache.get(ROOT_META_KEY, "local")
         if not root_meta:  # first mount here: keep the root's times stable across remounts

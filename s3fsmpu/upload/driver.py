@@ -253,6 +253,11 @@ class UploadSession:
             self._raise_if_failed()
             self._released_parts = 0
 
+    def read_spool(self, offset: int, size: int) -> bytes:
+        """(In a worker thread, after a publish whose bytes are all local.) The spool as it is:
+        holes are zeros."""
+        return self.spool.read(offset, size).ljust(size, b"\0")
+
     async def read(self, offset: int, size: int) -> bytes:
         """What the file holds now, for reads of a file open for writing in this mount."""
         async with self._lock:
