@@ -13,6 +13,8 @@ import errno
 import os
 import random
 import time
+from collections.abc import Callable
+from typing import BinaryIO
 
 import pytest
 
@@ -27,6 +29,21 @@ def read_range(path: os.PathLike[str], offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
+
+
+def read_across_a_replacement(f: BinaryIO, old: bytes, replace: Callable[[], None]) -> None:
+    """Read 1 MiB of `old` through `f`, let `replace` put another version, read on: the
+    rest is `old` (what was already fetched) or ESTALE, never the other version's bytes."""
+    got = bytearray(f.read(MIB))
+    replace()
+    try:
+        while chunk := f.read(MIB):
+            got += chunk
+    except OSError as exc:
+        assert exc.errno == errno.ESTALE, exc
+        assert old.startswith(bytes(got))
+    else:
+        assert bytes(got) == old
 
 
 def test_reopen_after_a_same_size_same_mtime_replacement_reads_the_new_version(s3, bucket, mounter):
@@ -62,16 +79,10 @@ def test_an_open_reader_gets_one_version_or_estale(s3, bucket, mounter):
     s3.put_object(Bucket=bucket, Key="f", Body=old, Metadata=META)
     m = mounter(bucket, "--attr-timeout", "0")
     with open(m.path / "f", "rb", buffering=0) as f:
-        got = bytearray(f.read(MIB))
-        s3.put_object(Bucket=bucket, Key="f", Body=new, Metadata=META)
-        os.stat(m.path / "f")  # the mount learns of the new ETag now
-        try:
-            while chunk := f.read(MIB):
-                got += chunk
-        except OSError as exc:
-            assert exc.errno == errno.ESTALE, exc
-            assert old.startswith(bytes(got))
-        else:
-            assert bytes(got) == old
+        def replace() -> None:
+            s3.put_object(Bucket=bucket, Key="f", Body=new, Metadata=META)
+            os.stat(m.path / "f")  # the mount learns of the new ETag now
+
+        read_across_a_replacement(f, old, replace)
     assert (m.path / "f").read_bytes() == new  # a new open reads the new version
     assert bucket_bytes(s3, bucket, "f") == new
