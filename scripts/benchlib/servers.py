@@ -82,7 +82,7 @@ def make_client(endpoint: str, conc: int) -> Any:
     client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1", config=cfg)
     use_project()
     try:
-        from s3fsmpu.store.boto3_store import raise_send_blocksize
+        from s3fsmpu.store.boto3_client import raise_send_blocksize
 
         raise_send_blocksize(client)  # 1 MiB socket writes, as the mount sends
     except ImportError:

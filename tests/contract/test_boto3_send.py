@@ -10,7 +10,8 @@ from botocore.awsrequest import AWSConnection
 
 from s3fsmpu.config import ConnectionConfig
 from s3fsmpu.store.base import WriteMeta
-from s3fsmpu.store.boto3_store import SEND_BLOCKSIZE, Boto3Store
+from s3fsmpu.store.boto3_client import SEND_BLOCKSIZE
+from s3fsmpu.store.boto3_store import Boto3Store
 from s3fsmpu.upload.digest import digest_slice
 from tests.conftest import bucket_bytes
 
