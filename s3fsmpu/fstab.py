@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
-from s3fsmpu import cli
+from s3fsmpu import cli, options
 
 # options mount(8), fstab and systemd use that mean nothing to s3fsmpu
 IGNORED = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner",
@@ -46,7 +46,7 @@ def to_argv(source: str, mountpoint: str, options: str) -> list[str]:
 
 def _known_flags() -> dict[str, bool]:
     """Flags of `s3fsmpu mount` -> whether each takes a value."""
-    parser = cli.build_parser()
+    parser = options.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     mount = cast("dict[str, argparse.ArgumentParser]", sub.choices)["mount"]
     flags = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from s3fsmpu.cli import UserError, build_parser, mount_config
 from s3fsmpu.config import (
     MountConfig,
     S3Location,
@@ -17,6 +16,7 @@ from s3fsmpu.config import (
     parse_size,
 )
 from s3fsmpu.fstab import to_argv
+from s3fsmpu.options import UserError, build_parser, mount_config
 from s3fsmpu.upload.schedule import schedule_for
 
 
