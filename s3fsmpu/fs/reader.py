@@ -154,8 +154,7 @@ class Reader:
         finally:
             c.fetching = False
             c.done.set()
-            if c.dropped:
-                c.data = b""
+            if c.dropped:  # a read that was waiting for it may still take its bytes
                 self._give_back(c)
 
     async def _get(self, start: int, end: int) -> bytes:
