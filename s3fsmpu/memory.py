@@ -33,7 +33,15 @@ at most 48 MiB of read-ahead between them, not 16 x (32 + 8) MiB.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
+
 import trio
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 class MemoryBudget:
@@ -99,3 +107,21 @@ class MemoryBudget:
 def memory_snapshot(budget: MemoryBudget) -> dict[str, int]:
     """The budget as `s3fsmpu status` and the metrics show it."""
     return {"buffered_bytes": budget.writing, "read_ahead_bytes": budget.reading, "max_memory": budget.total}
+
+
+def return_big_buffers_to_the_os(threshold: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold: buffers of 1 MiB and more (chunks, replies, part
+    bodies) are then mapped alone and unmapped when freed.
+
+    Without it glibc raises the threshold to the largest buffer freed (8 MiB
+    chunks), so later ones come from per-thread arenas that keep freed memory:
+    16 readers made the RSS grow by 228 MiB on a 96 MiB budget, 53 MiB with it.
+    False where there is no glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        ok = bool(ctypes.CDLL(name).mallopt(M_MMAP_THRESHOLD, threshold)) if name else False
+    except (OSError, AttributeError):
+        ok = False
+    log.debug("mmap threshold %d: %s", threshold, "set" if ok else "not set (no glibc)")
+    return ok

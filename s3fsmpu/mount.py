@@ -24,7 +24,7 @@ from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fuse_ops import FuseOperations
 from s3fsmpu.kernel_readahead import tune_read_ahead
-from s3fsmpu.memory import MemoryBudget, memory_snapshot
+from s3fsmpu.memory import MemoryBudget, memory_snapshot, return_big_buffers_to_the_os
 from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
 from s3fsmpu.runtime import socket_path
 from s3fsmpu.store.base import ObjectStore
@@ -67,6 +67,7 @@ async def announce_when_tuned(config: MountConfig, ready: Callable[[], None] | N
 async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], None] | None = None,
                 metrics_addr: str | None = None) -> None:
     os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
+    return_big_buffers_to_the_os()  # the RSS follows the budget, not the allocator's history
     metrics = Metrics()
     store = ConditionalWrites(InstrumentedStore(store, metrics), config.upload.conflicts == "fail")
     async with trio.open_nursery() as nursery:
