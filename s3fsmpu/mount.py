@@ -24,6 +24,7 @@ from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fuse_ops import FuseOperations
 from s3fsmpu.kernel_readahead import tune_read_ahead
+from s3fsmpu.memory import MemoryBudget, memory_snapshot, return_big_buffers_to_the_os
 from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
 from s3fsmpu.runtime import socket_path
 from s3fsmpu.store.base import ObjectStore
@@ -43,10 +44,11 @@ def fuse_options(config: MountConfig) -> set[str]:
     return opts
 
 
-def empty_snapshot(max_memory: int) -> dict[str, object]:
+def empty_snapshot(budget: MemoryBudget) -> dict[str, object]:
+    """A read-only mount's status: no uploads, and the readers' share of the budget."""
     totals = dict.fromkeys(("completed", "failed", "retries", "repaired", "settled_by_head",
                             "completed_after_retry", "parts_uploaded", "parts_copied", "bytes_uploaded"), 0)
-    return {"uploads": [], "buffered_bytes": 0, "max_memory": max_memory, "failures": [], "totals": totals}
+    return {"uploads": [], **memory_snapshot(budget), "failures": [], "totals": totals}
 
 
 async def announce_when_tuned(config: MountConfig, ready: Callable[[], None] | None,
@@ -65,13 +67,16 @@ async def announce_when_tuned(config: MountConfig, ready: Callable[[], None] | N
 async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], None] | None = None,
                 metrics_addr: str | None = None) -> None:
     os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
+    return_big_buffers_to_the_os()  # the RSS follows the budget, not the allocator's history
     metrics = Metrics()
     store = ConditionalWrites(InstrumentedStore(store, metrics), config.upload.conflicts == "fail")
     async with trio.open_nursery() as nursery:
-        uploader = None if config.read_only else Uploader(store, config.upload, config.cache_dir, nursery)
+        # one budget for write parts and read-ahead; a read-only mount's readers may use all of it
+        budget = MemoryBudget(config.upload.max_memory, config.upload.max_memory if config.read_only else None)
+        uploader = None if config.read_only else Uploader(store, config.upload, config.cache_dir, nursery, budget)
 
         def snapshot() -> dict[str, object]:
-            return uploader.snapshot() if uploader else empty_snapshot(config.upload.max_memory)
+            return uploader.snapshot() if uploader else empty_snapshot(budget)
 
         await nursery.start(serve_control, socket_path(config.mountpoint), snapshot)
         if metrics_addr:
@@ -80,7 +85,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
         disk_cache = await trio.to_thread.run_sync(open_data_cache, config.cache_dir, config.cache_size,
                                                    config.bucket_scope)
         fs = S3Filesystem(store, config, uploader, nursery,
-                          CacheAccess(disk_cache) if disk_cache is not None else None)
+                          CacheAccess(disk_cache) if disk_cache is not None else None, budget)
         pyfuse3.init(FuseOperations(fs), config.mountpoint, fuse_options(config))
         try:
             nursery.start_soon(_terminate_on_signal)

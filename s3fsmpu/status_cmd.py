@@ -29,7 +29,8 @@ def render_table(status: dict[str, Any]) -> Any:
                       f"{u['mb_per_s']:.1f}", f"{u['age_s']:.0f}s", state)
     t = status["totals"]
     lines = [
-        f"buffered {_mib(status['buffered_bytes'])} of --max-memory {_mib(status['max_memory'])}",
+        f"buffered {_mib(status['buffered_bytes'])} for writes and "
+        f"{_mib(status.get('read_ahead_bytes', 0))} read ahead, of --max-memory {_mib(status['max_memory'])}",
         f"since mount: {t['completed']} completed ({t['completed_after_retry']} after retries, "
         f"{t['settled_by_head']} settled by HEAD, {t['repaired']} repaired), {t['failed']} failed, "
         f"{t['retries']} retries, {t['parts_uploaded']} parts sent, {t['parts_copied']} copied, "

@@ -134,8 +134,8 @@ class OpenFiles(Namespace):
         if handle.reader is None or handle.reader.key != key:
             if handle.reader is not None:
                 handle.reader.close()
-            handle.reader = Reader(self.store, key, handle.size, handle.etag,
-                                   self.config.read_ahead, self.nursery, cache=self.data_cache)
+            handle.reader = Reader(self.store, key, handle.size, handle.etag, self.config.read_ahead,
+                                   self.nursery, self.read_chunk, self.data_cache, self.budget)
         return await handle.reader.read(offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:

@@ -32,7 +32,8 @@ from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fs.inodes import ROOT_INODE, InodeTable, Kind, Node
 from s3fsmpu.fs.metacache import MetadataCache
 from s3fsmpu.fs.node_locks import NodeLocks
-from s3fsmpu.fs.reader import Reader
+from s3fsmpu.fs.reader import CHUNK, Reader
+from s3fsmpu.memory import MemoryBudget
 from s3fsmpu.retry import RetryPolicy
 from s3fsmpu.store.base import ABSENT, Expect, ObjectInfo, ObjectStore, WriteMeta
 from s3fsmpu.store.retrying import RetryingStore
@@ -87,8 +88,14 @@ class Handle:
 
 class FsState:
     def __init__(self, store: ObjectStore, config: MountConfig, uploader: Uploader | None,
-                 nursery: trio.Nursery | None = None, data_cache: CacheAccess | None = None) -> None:
+                 nursery: trio.Nursery | None = None, data_cache: CacheAccess | None = None,
+                 budget: MemoryBudget | None = None) -> None:
         self.data_cache = data_cache  # --cache-size: blocks of objects on local disk
+        # --max-memory: one budget for write parts and read-ahead (the uploader's, if any);
+        # without writers, readers may have all of it
+        self.budget = budget or (uploader.budget if uploader is not None else
+                                 MemoryBudget(config.upload.max_memory, config.upload.max_memory))
+        self.read_chunk = CHUNK  # the size of a read-ahead GET (tests make it small)
         up = config.upload
         self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
         self.store: ObjectStore = RetryingStore(store, self.policy)

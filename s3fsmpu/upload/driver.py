@@ -31,9 +31,9 @@ import trio
 
 from s3fsmpu.config import UploadConfig
 from s3fsmpu.errors import S3Error, UploadFailed
+from s3fsmpu.memory import MemoryBudget, memory_snapshot
 from s3fsmpu.retry import RetryPolicy, retrying
 from s3fsmpu.store.base import Body, Expect, ObjectStore, WriteMeta
-from s3fsmpu.upload.budget import ByteBudget
 from s3fsmpu.upload.completion import (
     CONFLICT_CODES,
     TOKEN_KEY,
@@ -70,12 +70,14 @@ class UploadStats:
 
 class Uploader:
     def __init__(
-        self, store: ObjectStore, config: UploadConfig, cache_dir: str, nursery: trio.Nursery
+        self, store: ObjectStore, config: UploadConfig, cache_dir: str, nursery: trio.Nursery,
+        budget: MemoryBudget | None = None,
     ) -> None:
+        """`budget`: the process's one memory budget, shared with the readers (memory.py)."""
         self.store = store
         self.config = config
         self.schedule = schedule_for(config)
-        self.budget = ByteBudget(config.max_memory)
+        self.budget = budget if budget is not None else MemoryBudget(config.max_memory)
         self.limiter = trio.CapacityLimiter(config.concurrency)
         self.policy = RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_max)
         self.cache_dir = cache_dir
@@ -117,8 +119,7 @@ class Uploader:
         st = self.stats
         return {
             "uploads": uploads,
-            "buffered_bytes": self.budget.used,
-            "max_memory": self.budget.total,
+            **memory_snapshot(self.budget),
             "failures": list(st.recovery_files),
             "totals": {
                 "completed": st.completed, "failed": st.failed, "retries": st.retries,

@@ -131,13 +131,14 @@ def run(
     location: str = "bucket",
     timeout: float = 20.0,
     attr_timeout: float = 1.0,
+    read_ahead: int = 32 << 20,
     **upload_kw: Any,
 ) -> None:
     mem = mem or MemoryStore(min_part_size=PART)
     store = store if store is not None else mem
     up = upload_config(**upload_kw)
     cfg = MountConfig(S3Location.parse(location), str(tmp_path / "mnt"), upload=up,
-                      cache_dir=str(tmp_path / "cache"), attr_timeout=attr_timeout)
+                      cache_dir=str(tmp_path / "cache"), attr_timeout=attr_timeout, read_ahead=read_ahead)
 
     async def main() -> None:
         with trio.fail_after(timeout):
