@@ -117,7 +117,15 @@ class Namespace(FsState):
         path = self._child_path(parent, name)
         node = self.inodes.by_path(path)
         if node is None or not self._fresh(node):
-            node = await self._lookup_in_listing(parent.path, name, node)
+            try:
+                node = await self._lookup_in_listing(parent.path, name, node)
+            except NotFound:
+                if node is not None and node.writer is None:
+                    # another client deleted it: the name is free, and a file created
+                    # under it now replaces nothing (found by the reference model: the
+                    # create's If-Match on the old ETag failed with EIO)
+                    self.inodes.unlink_path(path)
+                raise
         node = self.inodes.add(node)
         node.lookups += 1
         return self.attr(node)

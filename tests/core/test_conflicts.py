@@ -271,3 +271,18 @@ def test_a_bucket_that_requires_conditional_writes_takes_every_workload(tmp_path
         assert env.mem.uploads == {}
 
     run(tmp_path, t, mem=mem)
+
+
+def test_a_name_another_client_deleted_is_created_anew(tmp_path: Path) -> None:
+    """Found by the reference model through the mount: the mount still knew the deleted
+    object's ETag, so the new file's PutObject carried If-Match on it and close() was EIO."""
+    async def t(env: Env) -> None:
+        await env.write_file("c", b"first")
+        await env.mem.delete("c")  # another client
+        with pytest.raises(NotFound):
+            await env.fs.lookup(ROOT, "c")
+        fh = await open_and_write(env.fs, "c", b"second")
+        assert await close(env.fs, fh) is None
+        assert env.data("c") == b"second"
+
+    run(tmp_path, t, attr_timeout=0.0)
