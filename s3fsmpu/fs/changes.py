@@ -30,6 +30,7 @@ from s3fsmpu.errors import (
 from s3fsmpu.fs.attributes import Attributes
 from s3fsmpu.fs.copy import copy_object
 from s3fsmpu.fs.inodes import Kind, Node
+from s3fsmpu.fs.listing import Listing
 from s3fsmpu.fs.state import MAX_KEY_BYTES, Attr
 from s3fsmpu.store.base import ABSENT, Body, Expect, ObjectInfo, WriteMeta
 
@@ -63,7 +64,7 @@ class Changes(Attributes):
         node = self.inodes.add(node)
         node.lookups += 1
         self._listing_add(node)
-        self._listings[path] = (time.monotonic(), {})  # a new directory is empty
+        self._store_listing(path, Listing(time.monotonic()))  # a new directory is empty
         return self.attr(node)
 
     async def rmdir(self, parent_inode: int, name: str) -> None:

@@ -1,9 +1,12 @@
 """Lookups and listings: what a path is in S3 now, and the negative cache.
 
-A lookup answers from a fresh listing of its directory where one exists, or
-lists a small directory whole (one LIST for every later miss), else HEADs
-the key. Listings page through ListObjectsV2 and fetch directory markers
-for their modes; "no such name" is trusted for NEGATIVE_TTL at most.
+A lookup answers from a fresh listing of its directory where one exists (a
+readdir's, of any size, or one it made of a small directory: one LIST for
+every later miss), else HEADs the key. Listings page through ListObjectsV2
+and fetch directory markers for their modes; "no such name" is trusted for
+NEGATIVE_TTL at most. Memory stays bounded in huge directories: a listing is
+kept packed (fs/listing.py), an open directory holds one page of nodes, and a
+node lives only while the kernel holds it (`forget`) or a page is being read.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from s3fsmpu.errors import (
     S3Error,
 )
 from s3fsmpu.fs.inodes import Kind, Node
+from s3fsmpu.fs.listing import Listing, entry_of
 from s3fsmpu.fs.state import MAX_NAME_BYTES, Attr, DirEntry, FsState
 
 log = logging.getLogger(__name__)
@@ -31,42 +35,85 @@ SMALL_DIR = 1000
 NEGATIVE_TTL = 2.0
 
 
+class _ShadowingFiles:
+    """File names a later `name/` prefix of the listing could collide with.
+
+    In key order "a" < "a-1" < "a/": only the chain of file names that are
+    prefixes of the latest key can still meet their prefix, so this stays
+    short however long the directory is.
+    """
+
+    def __init__(self) -> None:
+        self._chain: list[str] = []
+
+    def add(self, name: str) -> None:
+        self._trim(name)
+        self._chain.append(name)
+
+    def shadow(self, dir_name: str) -> bool:
+        self._trim(dir_name + "/")
+        return bool(self._chain) and self._chain[-1] == dir_name
+
+    def _trim(self, key: str) -> None:
+        while self._chain and not key.startswith(self._chain[-1]):
+            self._chain.pop()
+
+
 class DirHandle:
-    """A directory listing, fetched page by page as readdir asks for it."""
+    """A directory listing, fetched page by page as readdir asks for it.
+
+    It holds only the page readdir is in (the kernel asks with increasing
+    offsets, and from 0 again after a rewinddir, which lists again); every
+    entry passed is packed into the `Listing` that becomes the directory's
+    negative cache when the last page is in.
+    """
 
     def __init__(self, fs: Namespace, node: Node) -> None:
         self.fs = fs
         self.node = node
-        self.entries: list[tuple[str, Node]] = []
-        self._pages = fs._list_dir(node.path)
+        self._start()
+
+    def _start(self) -> None:
+        self.page: list[tuple[str, Node]] = []
+        self.page_start = 0  # the position of page[0] in the listing
+        self._pages = self.fs._list_dir(self.node.path)
+        self._listing = Listing(0.0)
         self._done = False
-        self._seen: set[str] = set()
 
     async def entry(self, index: int) -> tuple[str, Node] | None:
-        while index >= len(self.entries) and not self._done:
+        if index < self.page_start:
+            self.drop_page()
+            self._start()
+        while index >= self.page_start + len(self.page) and not self._done:
             try:
                 batch, _ = await self._pages.__anext__()
             except StopAsyncIteration:
+                batch = self._local_pending()
                 self._done = True
-                self._add_local_pending()
-                self.fs._listings[self.node.path] = (time.monotonic(), dict(self.entries))
-                break
-            for name, node in batch:
-                if name not in self._seen:
-                    self._seen.add(name)
-                    self.entries.append((name, node))
-        return self.entries[index] if index < len(self.entries) else None
+            self.drop_page()
+            self.page_start += len(self.page)
+            self.page = batch
+            for name, child in batch:
+                self._listing.append(name, entry_of(child))
+                if child.kind is Kind.DIR and child.metadata:
+                    self._listing.dir_meta[name] = dict(child.metadata)
+            if self._done:
+                self._listing.at = time.monotonic()
+                self.fs._store_listing(self.node.path, self._listing.seal())
+        i = index - self.page_start
+        return self.page[i] if 0 <= i < len(self.page) else None
 
-    def _add_local_pending(self) -> None:
+    def drop_page(self) -> None:
+        """Nodes of the page the kernel took no reference on leave the inode table."""
+        for _, child in self.page:
+            if child.inode:
+                self.fs.inodes.drop_if_unused(child)
+
+    def _local_pending(self) -> list[tuple[str, Node]]:
         """Files created in this mount and not yet in S3 are listed too."""
-        base = self.node.path + "/" if self.node.path else ""
-        for node in self.fs.inodes.nodes():
-            if node.writer is None or node.unlinked or not node.path.startswith(base):
-                continue
-            name = node.path[len(base):]
-            if name and "/" not in name and name not in self._seen:
-                self._seen.add(name)
-                self.entries.append((name, node))
+        listed = self._listing.seal()
+        return [(name, child) for name, child in self.fs._pending_children(self.node.path)
+                if name not in listed]
 
 
 class Namespace(FsState):
@@ -134,31 +181,57 @@ class Namespace(FsState):
         """Answer from a fresh listing of the directory where one exists (or is cheap)."""
         path = self._join(dir_path, name)
         listing = self._fresh_listing(dir_path)
-        if listing is None and node is None:
+        if listing is None and node is None and not self._known_big(dir_path):
             listing = await self._list_small_dir(dir_path)
+        if listing is not None and name not in listing and self._fresh_listing(dir_path, NEGATIVE_TTL) is None:
+            # too old to say "no such name": list again (one request, if the directory is small)
+            listing = None if self._known_big(dir_path) else await self._list_small_dir(dir_path)
         if listing is None:
             return await self._resolve(path)
         listed = listing.get(name)
-        if listed is None and self._fresh_listing(dir_path, NEGATIVE_TTL) is None:
-            # too old to say "no such name": list again (one request for the whole directory)
-            listing = await self._list_small_dir(dir_path)
-            if listing is None:
-                return await self._resolve(path)
-            listed = listing.get(name)
         if listed is None:
             raise NotFound(path)
-        if listed.kind is not Kind.DIR and listed.metadata is None:
+        if node is not None and node.kind is Kind.DIR and listed.kind is Kind.DIR:
+            return node  # listings leave a known directory as it is
+        if node is not None or (listed.kind is not Kind.DIR and not listed.meta_known):
             return await self._resolve(path)  # a HEAD tells mode, mtime, symlink
-        return listed
+        child = self._new_node(path, listed.kind)
+        child.size, child.mode, child.uid, child.gid = listed.size, listed.mode, listed.uid, listed.gid
+        child.mtime_ns, child.etag, child.fetched_at = listed.mtime_ns, listed.etag, listing.at
+        if listed.kind is Kind.DIR:
+            child.metadata = listing.dir_meta.get(name, {})
+        elif listed.etag is not None:
+            child.metadata = self.metacache.get(self.key_of(path), listed.etag)
+        if child.metadata is None:
+            return await self._resolve(path)  # fell out of the metadata cache
+        return child
 
-    def _fresh_listing(self, dir_path: str, ttl: float | None = None) -> dict[str, Node] | None:
+    def _fresh_listing(self, dir_path: str, ttl: float | None = None) -> Listing | None:
         listing = self._listings.get(dir_path)
         ttl = self.config.attr_timeout if ttl is None else min(ttl, self.config.attr_timeout)
-        if listing is None or time.monotonic() - listing[0] >= ttl:
+        if listing is None or time.monotonic() - listing.at >= ttl:
             return None
-        return listing[1]
+        return listing
 
-    async def _list_small_dir(self, dir_path: str) -> dict[str, Node] | None:
+    def _known_big(self, dir_path: str) -> bool:
+        """Listed in part lately and found longer than one page: a lookup HEADs instead."""
+        seen = self._big_dirs.get(dir_path)
+        return seen is not None and time.monotonic() - seen < self.config.attr_timeout
+
+    def _store_listing(self, dir_path: str, listing: Listing) -> None:
+        """Keep `listing`; drop the expired ones (a directory never visited again must not stay)."""
+        now = time.monotonic()
+        for p in [p for p, old in self._listings.items() if now - old.at >= self.config.attr_timeout]:
+            del self._listings[p]
+        self._listings[dir_path] = listing
+        self._big_dirs.pop(dir_path, None)
+
+    def _pending_children(self, dir_path: str) -> list[tuple[str, Node]]:
+        """Files created in this mount and not yet in S3: listings show them too."""
+        return [(child.path.rpartition("/")[2], child) for child in self.inodes.nodes()
+                if child.writer is not None and not child.unlinked and child.path.rpartition("/")[0] == dir_path]
+
+    async def _list_small_dir(self, dir_path: str) -> Listing | None:
         """One LIST page of the directory; a complete one becomes its listing."""
         pages = self._list_dir(dir_path, max_keys=SMALL_DIR)
         assert isinstance(pages, AsyncGenerator)
@@ -167,15 +240,16 @@ class Namespace(FsState):
         finally:
             await pages.aclose()
         if not complete:
+            self._big_dirs[dir_path] = time.monotonic()
             return None
-        entries: dict[str, Node] = {}
+        listing = Listing(time.monotonic())
         for name, child in batch:
-            entries.setdefault(name, child)
-        for child in self.inodes.nodes():  # files created here and not in S3 yet
-            if child.writer is not None and not child.unlinked and child.path.rpartition("/")[0] == dir_path:
-                entries.setdefault(child.path.rpartition("/")[2], child)
-        self._listings[dir_path] = (time.monotonic(), entries)
-        return entries
+            listing.add_node(name, child)
+        for name, child in self._pending_children(dir_path):
+            if name not in listing:
+                listing.add_node(name, child)
+        self._store_listing(dir_path, listing)
+        return listing
 
     def _known_absent(self, dir_path: str, name: str) -> bool:
         listing = self._fresh_listing(dir_path, NEGATIVE_TTL)
@@ -185,13 +259,13 @@ class Namespace(FsState):
         parent, _, name = node.path.rpartition("/")
         listing = self._listings.get(parent)
         if listing is not None:
-            listing[1][name] = node
+            listing.add_node(name, node)
 
     def _listing_remove(self, path: str) -> None:
         parent, _, name = path.rpartition("/")
         listing = self._listings.get(parent)
         if listing is not None:
-            listing[1].pop(name, None)
+            listing.remove(name)
         for p in [p for p in self._listings if p == path or p.startswith(path + "/")]:
             del self._listings[p]
 
@@ -213,45 +287,46 @@ class Namespace(FsState):
         self.inodes.forget(inode, count)
 
     async def _list_dir(self, path: str, max_keys: int = 1000) -> AsyncIterator[tuple[list[tuple[str, Node]], bool]]:
-        """Pages of (name, node) entries, and whether this page was the last one."""
+        """Pages of (name, node) entries, and whether this page was the last one.
+
+        The nodes are new unless the inode table has the path; nothing keeps them.
+        """
         prefix = self.key_of(path, dir=True)
         token: str | None = None
+        files = _ShadowingFiles()
         while True:
             page = await self.store.list_page(prefix, delimiter="/", token=token, max_keys=max_keys)
             batch: list[tuple[str, Node]] = []
             new_dirs: list[Node] = []
-            for p in page.prefixes:
-                name = p[len(prefix):].rstrip("/")
-                if not name or "/" in name or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-                    log.warning("skipping key prefix %r: not a valid file name", p)
-                    continue
-                child = self.inodes.by_path(self._join(path, name))
-                if child is None or child.kind is not Kind.DIR:
-                    child = self._new_node(self._join(path, name), Kind.DIR)
-                    child.fetched_at = time.monotonic()
-                if child.metadata is None:
-                    new_dirs.append(child)
-                batch.append((name, child))
-            for info in page.objects:
-                name = info.key[len(prefix):]
-                if not name:
+            keyed = [(p, None) for p in page.prefixes] + [(o.key, o) for o in page.objects]
+            for key, info in sorted(keyed, key=lambda e: e[0]):
+                name = key[len(prefix):].removesuffix("/") if info is None else key[len(prefix):]
+                if info is not None and not name:
                     continue  # the directory's own marker
-                if name in (".", "..") or "/" in name or len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-                    log.warning("skipping key %r: not a valid file name", info.key)
+                if not name or name in (".", "..") or "/" in name or \
+                        len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                    log.warning("skipping key %r: not a valid file name", key)
                     continue
                 child = self.inodes.by_path(self._join(path, name))
-                if child is None:
-                    child = self._new_node(self._join(path, name), Kind.FILE)
-                if child.writer is None and child.kind is not Kind.DIR:
-                    self._apply_info(child, info)
+                if info is None:
+                    if files.shadow(name):
+                        # a key and a key/ prefix of the same name: the file wins (it sorts first)
+                        log.warning("%r is both an object and a prefix: showing the object; the keys under "
+                                    "%r/ are not reachable through this mount", self._join(path, name), name)
+                        continue
+                    if child is None or child.kind is not Kind.DIR:
+                        child = self._new_node(self._join(path, name), Kind.DIR)
+                        child.fetched_at = time.monotonic()
+                    if child.metadata is None:
+                        new_dirs.append(child)
+                else:
+                    files.add(name)
+                    if child is None:
+                        child = self._new_node(self._join(path, name), Kind.FILE)
+                    if child.writer is None and child.kind is not Kind.DIR:
+                        self._apply_info(child, info)
                 batch.append((name, child))
-            # a key and a key/ prefix of the same name: the file wins (it sorts first
-            # and the listing keeps the first of a name); the prefix is logged
-            names = [n for n, node in batch if node.kind is not Kind.DIR]
-            for name in set(names) & {n for n, node in batch if node.kind is Kind.DIR}:
-                log.warning("%r is both an object and a prefix: showing the object; the keys under "
-                            "%r/ are not reachable through this mount", self._join(path, name), name)
-            batch.sort(key=lambda e: (e[0], e[1].kind is Kind.DIR))
+            batch.sort(key=lambda e: e[0])
             await self._fetch_dir_markers(new_dirs)
             yield batch, page.next_token is None
             if page.next_token is None:
@@ -295,7 +370,7 @@ class Namespace(FsState):
             name, node = entry
             if node.inode == 0:  # the kernel needs a real inode number with the entry
                 node = self.inodes.add(node)
-                dh.entries[index] = (name, node)
+                dh.page[index - dh.page_start] = (name, node)
             index += 1
             yield DirEntry(name, self.attr(node), index)
 
@@ -306,8 +381,7 @@ class Namespace(FsState):
     def releasedir(self, fh: int) -> None:
         dh = self._dirs.pop(fh, None)
         if dh is not None:
-            for _, node in dh.entries:
-                self.inodes.drop_if_unused(node)
+            dh.drop_page()
 
     async def _exists(self, path: str) -> bool:
         try:

@@ -30,6 +30,7 @@ from s3fsmpu.errors import (
 )
 from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fs.inodes import ROOT_INODE, InodeTable, Kind, Node
+from s3fsmpu.fs.listing import Listing
 from s3fsmpu.fs.metacache import MetadataCache
 from s3fsmpu.fs.node_locks import NodeLocks
 from s3fsmpu.fs.reader import CHUNK, Reader
@@ -104,7 +105,7 @@ class FsState:
         # background tasks: read-ahead prefetch (uploads have the uploader's)
         self.nursery = nursery or (uploader.nursery if uploader is not None else None)
         self.prefix = config.location.prefix
-        self.inodes = InodeTable()
+        self.inodes = InodeTable(self._node_dropped)
         now = time.time_ns()
         self.inodes.add_root(
             Node(ROOT_INODE, "", Kind.DIR, mode=stat.S_IFDIR | config.dir_mode,
@@ -113,8 +114,9 @@ class FsState:
         self._handles: dict[int, Handle] = {}
         self._dirs: dict[int, DirHandle] = {}
         self._next_fh = 1
-        # names of directories listed completely, and when: negative lookups cost nothing
-        self._listings: dict[str, tuple[float, dict[str, Node]]] = {}
+        # directories listed completely, packed: a lookup miss there costs nothing
+        self._listings: dict[str, Listing] = {}
+        self._big_dirs: dict[str, float] = {}  # directories found longer than a page, and when
         self._pending_meta: dict[int, float] = {}  # inode -> when its attributes changed
         self._moved_etags: dict[str, str | None] = {}  # new key -> ETag, during a directory rename
         self._locks = NodeLocks()  # a self-copy never overlaps a DELETE or upload of its key
@@ -132,6 +134,13 @@ class FsState:
             attrs = metadata.decode(root_meta, default_mode=root.mode, uid=root.uid, gid=root.gid,
                                     last_modified_ns=root.mtime_ns)
             root.mode, root.uid, root.gid, root.mtime_ns = attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns
+
+    def _node_dropped(self, node: Node) -> None:
+        """A node the kernel forgot leaves what it knew last (a write, a chmod) in its listing."""
+        parent, _, name = node.path.rpartition("/")
+        listing = self._listings.get(parent)
+        if listing is not None and not node.unlinked and name in listing:
+            listing.add_node(name, node)
 
     def _child_path(self, parent: Node, name: str) -> str:
         if "/" in name or name in ("", ".", ".."):
