@@ -29,7 +29,7 @@ from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
 from s3fsmpu.runtime import socket_path
 from s3fsmpu.store.base import ObjectStore
 from s3fsmpu.store.conditional import ConditionalWrites
-from s3fsmpu.upload.driver import Uploader
+from s3fsmpu.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
 

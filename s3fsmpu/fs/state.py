@@ -38,7 +38,7 @@ from s3fsmpu.memory import MemoryBudget
 from s3fsmpu.retry import RetryPolicy
 from s3fsmpu.store.base import ABSENT, Expect, ObjectInfo, ObjectStore, WriteMeta
 from s3fsmpu.store.retrying import RetryingStore
-from s3fsmpu.upload.driver import Uploader
+from s3fsmpu.upload.uploader import Uploader
 
 if TYPE_CHECKING:
     from s3fsmpu.fs.namespace import DirHandle

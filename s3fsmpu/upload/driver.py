@@ -1,10 +1,8 @@
-"""Runs the multipart state machine against a store.
+"""Runs the multipart state machine of one file against a store.
 
-`Uploader` is mount-wide: the nursery that part uploads run in, the
-concurrency limit (--upload-concurrency), the byte budget (--max-memory),
-the retry policy and the counters. `UploadSession` is one file being
-written: its spool, its `MultipartPlan`, and the rules that make close()
-honest:
+`UploadSession` is one file being written: its spool, its `MultipartPlan`,
+and the rules that make close() honest (what all files share, the
+`Uploader`, is in uploader.py):
 
 - parts upload in the background as soon as they are complete, holding
   their size from the byte budget, so writers wait when S3 falls behind;
@@ -20,20 +18,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import trio
 
-from s3fsmpu.config import UploadConfig
 from s3fsmpu.errors import S3Error, UploadFailed
-from s3fsmpu.memory import MemoryBudget, memory_snapshot
-from s3fsmpu.retry import RetryPolicy, retrying
-from s3fsmpu.store.base import Body, Expect, ObjectStore, WriteMeta
+from s3fsmpu.retry import retrying
+from s3fsmpu.store.base import Body, Expect, WriteMeta
 from s3fsmpu.upload.completion import (
     CONFLICT_CODES,
     TOKEN_KEY,
@@ -45,97 +41,14 @@ from s3fsmpu.upload.completion import (
 )
 from s3fsmpu.upload.digest import digest_slice
 from s3fsmpu.upload.mpu import MultipartPlan
-from s3fsmpu.upload.schedule import schedule_for
 from s3fsmpu.upload.spool import Spool
+
+if TYPE_CHECKING:
+    from s3fsmpu.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
 REPAIR_ROUNDS = 2
-
-
-@dataclass
-class UploadStats:
-    started: int = 0
-    completed: int = 0
-    failed: int = 0
-    retries: int = 0
-    repaired: int = 0
-    settled_by_head: int = 0
-    completed_after_retry: int = 0
-    parts_uploaded: int = 0
-    parts_copied: int = 0
-    bytes_uploaded: int = 0
-    recovery_files: list[str] = field(default_factory=list)
-
-
-class Uploader:
-    def __init__(
-        self, store: ObjectStore, config: UploadConfig, cache_dir: str, nursery: trio.Nursery,
-        budget: MemoryBudget | None = None,
-    ) -> None:
-        """`budget`: the process's one memory budget, shared with the readers (memory.py)."""
-        self.store = store
-        self.config = config
-        self.schedule = schedule_for(config)
-        self.budget = budget if budget is not None else MemoryBudget(config.max_memory)
-        self.limiter = trio.CapacityLimiter(config.concurrency)
-        self.policy = RetryPolicy(config.max_attempts, config.backoff_base, config.backoff_max)
-        self.cache_dir = cache_dir
-        self.recovery_dir = os.path.join(cache_dir, "recovery")
-        self.nursery = nursery
-        self.sessions: set[UploadSession] = set()
-        self.stats = UploadStats()
-
-    def open_session(self, key: str, meta: WriteMeta, expect: Expect | None = None) -> UploadSession:
-        """`expect`: what the key holds as this mount knows it; the publish replaces only that."""
-        session = UploadSession(self, key, meta, expect)
-        self.sessions.add(session)
-        return session
-
-    def note_retry(self, _exc: S3Error) -> None:
-        self.stats.retries += 1
-
-    def snapshot(self) -> dict[str, object]:
-        """What `s3fsmpu status` shows: uploads in flight, failures, memory, totals."""
-        now = time.monotonic()
-        uploads = []
-        for s in sorted(self.sessions, key=lambda s: s.key):
-            if not (s.dirty or s._inflight or s.failed):
-                continue
-            age = now - s.opened_at
-            uploads.append({
-                "key": s.key,
-                "upload_id": s.plan.upload_id,
-                "bytes_written": s.plan.size,
-                "bytes_sent": s.bytes_sent,
-                "parts_done": s.plan.parts_done(),
-                "parts_in_flight": len(s.plan.inflight()),
-                "parts_so_far": s.plan.parts_so_far(),
-                "mb_per_s": round(s.bytes_sent / 1e6 / age, 2) if age > 0 else 0.0,
-                "age_s": round(age, 1),
-                "state": "failed" if s.failed else ("retrying" if s.retrying else "uploading"),
-                "recovery_file": s.failed.recovery_path if s.failed else None,
-            })
-        st = self.stats
-        return {
-            "uploads": uploads,
-            **memory_snapshot(self.budget),
-            "failures": list(st.recovery_files),
-            "totals": {
-                "completed": st.completed, "failed": st.failed, "retries": st.retries,
-                "repaired": st.repaired, "settled_by_head": st.settled_by_head,
-                "completed_after_retry": st.completed_after_retry, "parts_uploaded": st.parts_uploaded,
-                "parts_copied": st.parts_copied, "bytes_uploaded": st.bytes_uploaded,
-            },
-        }
-
-    async def drain(self) -> None:
-        """At unmount: publish whatever is still dirty; failures are logged, not raised."""
-        for session in list(self.sessions):
-            try:
-                await session.close()
-            except UploadFailed:
-                pass
 
 
 class UploadSession:

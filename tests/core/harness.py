@@ -24,8 +24,8 @@ from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fs.inodes import ROOT_INODE
 from s3fsmpu.store.conditional import ConditionalWrites
 from s3fsmpu.store.memory import MemoryStore, multipart_etag
-from s3fsmpu.upload.driver import Uploader
 from s3fsmpu.upload.schedule import Layout
+from s3fsmpu.upload.uploader import Uploader
 
 KIB = 1 << 10
 PART = 64 * KIB

@@ -49,7 +49,7 @@ from s3fsmpu.fs.core import Attr, S3Filesystem
 from s3fsmpu.fs.inodes import Kind
 from s3fsmpu.store.base import Body, WriteMeta
 from s3fsmpu.store.memory import MemoryStore
-from s3fsmpu.upload.driver import Uploader
+from s3fsmpu.upload.uploader import Uploader
 from tests.core.harness import PART, ROOT, upload_config
 from tests.model.loop import TrioLoop
 from tests.model.reference import GID, UID, Observation, ReferenceModel, Stored, replay, scaled
