@@ -158,6 +158,9 @@ class Expect:
     means a concurrent write interfered (start over)."""
 
     etag: str | None
+    # If-Match as the standard says, the ETag in quotes; radosgw 16 compares the header
+    # with its unquoted ETag and refuses a correct quoted one (store/conditional.py)
+    quoted: bool = field(default=True, compare=False)
 
     def holds(self, current_etag: str | None) -> bool:
         return current_etag == self.etag

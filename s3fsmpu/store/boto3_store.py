@@ -64,7 +64,9 @@ def _condition(expect: Expect | None) -> dict[str, str]:
     """The If-Match / If-None-Match parameter of a conditional write."""
     if expect is None:
         return {}
-    return {"IfNoneMatch": "*"} if expect.etag is None else {"IfMatch": f'"{expect.etag}"'}
+    if expect.etag is None:
+        return {"IfNoneMatch": "*"}
+    return {"IfMatch": f'"{expect.etag}"' if expect.quoted else expect.etag}
 
 
 def _copy_etag(result: dict[str, Any] | None, key: str, operation: str) -> str:

@@ -18,6 +18,7 @@ write and always stays.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ class ConditionalWrites(StoreWrapper):
         super().__init__(inner)
         self.enabled = enabled
         self.copy_refuses_conditions = False  # then conditional copies go multipart
+        self.unquoted_etags = False  # then If-Match carries the bare ETag (radosgw 16)
 
     async def put(self, key: str, body: Body, meta: WriteMeta, expect: Expect | None = None) -> str:
         return await self._write("PutObject", key, expect, lambda e: self.inner.put(key, body, meta, e))
@@ -66,13 +68,33 @@ class ConditionalWrites(StoreWrapper):
         await self._write("DeleteObject", key, None if etag is None else Expect(etag),
                           lambda e: self.inner.delete(key, None if e is None else e.etag))
 
+    async def _refused_a_true_condition(self, op: str, key: str, expect: Expect, exc: S3Error) -> bool:
+        """A 412 to If-Match although the key holds exactly that ETag: the server wants the
+        bare ETag (radosgw 16 compares the header unquoted). From now on it gets that."""
+        if exc.code not in ("PreconditionFailed", "412") or expect.etag is None or not expect.quoted:
+            return False
+        try:
+            info = await self.inner.head(key)
+        except S3Error:
+            return False
+        if info.etag != expect.etag:
+            return False  # a real conflict
+        self.unquoted_etags = True
+        log.warning("%s of %r: the server refused If-Match with the ETag it holds in quotes; "
+                    "If-Match goes without quotes from now on (radosgw 16 wants it so)", op, key)
+        return True
+
     async def _write(self, op: str, key: str, expect: Expect | None,
                      call: Callable[[Expect | None], Awaitable[T]]) -> T:
         if expect is None or not self.enabled:
             return await call(None)
+        if self.unquoted_etags:
+            expect = dataclasses.replace(expect, quoted=False)
         try:
             return await call(expect)
         except S3Error as exc:
+            if await self._refused_a_true_condition(op, key, expect, exc):
+                return await call(dataclasses.replace(expect, quoted=False))
             if not refuses_conditions(exc):
                 raise
             if op == "CopyObject":
