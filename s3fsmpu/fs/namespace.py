@@ -308,6 +308,12 @@ class Namespace(FsState):
                     log.warning("skipping key %r: not a valid file name", key)
                     continue
                 child = self.inodes.by_path(self._join(path, name))
+                if child is not None and child.writer is None and (child.kind is Kind.DIR) != (info is None):
+                    # another client replaced a directory with a file or the other way round:
+                    # the kernel's inode keeps its type, so the name gets a new one (found by
+                    # the reference model: readdir showed a directory that lstat called a file)
+                    self.inodes.unlink_path(child.path)
+                    child = None
                 if info is None:
                     if files.shadow(name):
                         # a key and a key/ prefix of the same name: the file wins (it sorts first)

@@ -633,3 +633,21 @@ def test_key_of_exactly_1024_bytes_is_allowed(tmp_path: Path) -> None:
             await env.create("f" * 21, parent=parent)  # 1,025 bytes
 
     run(tmp_path, t)
+
+
+def test_a_directory_another_client_replaced_with_a_file_lists_as_a_file(tmp_path: Path) -> None:
+    """Found by the reference model through the mount (--hypothesis-seed=23838): the listing
+    kept the directory's inode for the name, so readdir said directory and lstat file."""
+    async def t(env: Env) -> None:
+        d = await env.fs.mkdir(ROOT, "d", 0o755, os.getuid(), os.getgid())
+        await env.mem.delete("d/")  # another client: the directory goes, a file comes
+        await env.mem.put("d", Body(4, data=b"file"), WriteMeta())
+        fh = env.fs.opendir(ROOT)
+        entries = {e.name: e.attr async for e in env.fs.readdir(fh, 0)}
+        env.fs.releasedir(fh)
+        assert entries["d"].kind is Kind.FILE and entries["d"].size == 4
+        assert entries["d"].inode != d.inode
+        assert (await env.fs.lookup(ROOT, "d")).kind is Kind.FILE
+        assert env.data("d") == b"file"
+
+    run(tmp_path, t, attr_timeout=0.0)

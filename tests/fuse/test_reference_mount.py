@@ -393,6 +393,21 @@ def test_a_file_being_written_renamed_over_another_and_on(s3: Any, reference_mou
     )
 
 
+def test_a_directory_another_client_replaced_with_a_file(s3: Any, reference_mount: Mount) -> None:
+    """Found by this model (S3FSMPU_MODEL_RANDOM=1, --hypothesis-seed=23838), fixed since.
+
+    A directory made here, whose marker another client deleted and replaced with a file of
+    the same name: readdir showed a directory, lstat a file (the listing kept the
+    directory's inode for the name). Shrunk by hand from 11 steps.
+    """
+    run_steps(
+        s3, reference_mount,
+        ("mkdir", dict(path="c", mode=0o755)),
+        ("other_client_deletes", dict(path="c")),
+        ("other_client_puts", dict(path="c", seed=0, size=0)),
+    )
+
+
 def test_stat_while_the_attribute_copy_is_in_flight(s3: Any, reference_mount: Mount) -> None:
     """Found by this model, fixed since (as a flaky failure: the timing did not repeat,
     so hypothesis could not shrink it).
