@@ -168,7 +168,8 @@ class OpenFiles(Namespace):
     async def _flush(self, node: Node, writer: UploadSession) -> None:
         """Publish what was written; then the data cache gets the new version, where the
         spool holds all of it (not an in-place edit, whose unchanged parts were copied)."""
-        whole = not writer.plan.missing_base(0, writer.size)
+        # does the spool hold every byte? (asked only when there is a data cache to fill)
+        whole = self.data_cache is not None and not writer.plan.missing_base(0, writer.size)
         if not await writer.flush():
             return
         self._published(node)
