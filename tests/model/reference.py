@@ -411,9 +411,8 @@ class ReferenceModel(RuleBasedStateMachine):
                 if p.startswith(src + "/"):
                     f = self.files.pop(p)
                     f.path = dst + p[len(src):]
-                    self.files[f.path] = f
-                    if f.handles:
-                        f.dirty = False  # published under the old name, then moved
+                    self.files[f.path] = f  # a file being written stays as dirty as it was:
+                    # it is published under the new name only, at its next flush (README)
             for m in sorted(self.markers):
                 if m.startswith(src + "/"):
                     self.markers[dst + m[len(src):]] = self.markers.pop(m)
