@@ -116,6 +116,10 @@ class ConnectionConfig:
     max_connections: int = 16
 
 
+# what verifies the bytes of a write (README, "What each integrity mode verifies")
+INTEGRITY_MODES = ("md5", "crc64nvme", "crc32c")
+
+
 @dataclass(frozen=True)
 class UploadConfig:
     """Everything that rides on an upload."""
@@ -124,6 +128,9 @@ class UploadConfig:
     concurrency: int = 8
     max_memory: int = 256 << 20
     checksum_algorithm: str | None = None  # None = no flexible checksum
+    # "md5": Content-MD5 on every body and ETags checked as MD5s; "crc64nvme"/"crc32c": no
+    # MD5 at all, the flexible checksum of that name on every body and of the whole object
+    integrity: str = "md5"
     sse: str | None = None
     sse_kms_key_id: str | None = None
     sse_c_key: bytes | None = field(default=None, repr=False)
@@ -148,9 +155,19 @@ class UploadConfig:
     spool_resident: int = 64 << 20
 
     @property
-    def etags_are_md5(self) -> bool:
-        """S3 computes ETags as MD5 except under SSE-KMS and SSE-C."""
-        return self.sse != "aws:kms" and self.sse_c_key is None
+    def content_md5(self) -> bool:
+        return self.integrity == "md5"
+
+    @property
+    def whole_object_checksum(self) -> bool:
+        """The crc modes send each multipart object's checksum at Complete (FULL_OBJECT)."""
+        return self.integrity != "md5"
+
+    @property
+    def checks_md5_etags(self) -> bool:
+        """ETags are checked against our MD5s: S3 computes them as MD5s except under SSE-KMS
+        and SSE-C, and only the md5 integrity mode computes MD5s."""
+        return self.content_md5 and self.sse != "aws:kms" and self.sse_c_key is None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from s3fsmpu import __version__
 from s3fsmpu.config import (
+    INTEGRITY_MODES,
     ConnectionConfig,
     MountConfig,
     S3Location,
@@ -111,7 +112,12 @@ def build_parser() -> Parser:
     w.add_argument("--cache-dir", default=None, metavar="DIR",
                    help=f"spool and recovery folder (default {default_cache_dir()})")
     w.add_argument("--checksum-algorithm", default="none",
-                   choices=["CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME", "none"])
+                   choices=["CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME", "none"],
+                   help="an extra S3 checksum on every part and PUT (with --integrity md5)")
+    w.add_argument("--integrity", default="md5", choices=INTEGRITY_MODES,
+                   help="md5: Content-MD5 on every body, ETags checked (default); crc64nvme, crc32c: "
+                        "that checksum on every body and of the whole object instead, no MD5 (less CPU; "
+                        "for servers with flexible checksums)")
     w.add_argument("--sse", choices=["AES256", "aws:kms"])
     w.add_argument("--sse-kms-key-id", metavar="ID")
     w.add_argument("--sse-c-key-file", metavar="FILE", help="32-byte key, raw or base64")
@@ -205,7 +211,12 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
     if args.sse_kms_key_id and args.sse != "aws:kms":
         raise UserError("--sse-kms-key-id needs --sse aws:kms")
     algorithm = None if args.checksum_algorithm == "none" else args.checksum_algorithm
-    from s3fsmpu.upload.digest import check_algorithm_available
+    if args.integrity != "md5":
+        if algorithm not in (None, args.integrity.upper()):
+            raise UserError(f"--integrity {args.integrity} sends {args.integrity.upper()} checksums; "
+                            f"drop --checksum-algorithm {algorithm}")
+        algorithm = args.integrity.upper()
+    from s3fsmpu.checksums import check_algorithm_available
 
     try:
         check_algorithm_available(algorithm)
@@ -216,6 +227,7 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         concurrency=args.upload_concurrency,
         max_memory=args.max_memory,
         checksum_algorithm=algorithm,
+        integrity=args.integrity,
         sse=args.sse,
         sse_kms_key_id=args.sse_kms_key_id,
         sse_c_key=_read_sse_c_key(args.sse_c_key_file) if args.sse_c_key_file else None,

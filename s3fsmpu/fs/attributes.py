@@ -119,7 +119,7 @@ class Attributes(OpenFiles):
         new_meta = self._write_meta(node)
         try:
             etag = await copy_object(self.store, key, key, node.size, new_meta, self.policy,
-                                     etags_are_md5=self.config.upload.etags_are_md5,
+                                     checks_md5_etags=self.config.upload.checks_md5_etags,
                                      src_etag=node.etag, expect=self._known(node))
         except S3FSError as exc:  # S3Error, or a failed multipart copy
             if isinstance(exc, S3Error) and exc.code in ("PreconditionFailed", "NoSuchKey"):

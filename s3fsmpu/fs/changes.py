@@ -184,7 +184,7 @@ class Changes(Attributes):
         versions this mount knows: of the source, and of what the target replaces."""
         meta = self._write_meta(node) if node.meta_pending else None
         etag = await copy_object(self.store, old_key, new_key, node.size, meta, self.policy,
-                                 etags_are_md5=self.config.upload.etags_are_md5,
+                                 checks_md5_etags=self.config.upload.checks_md5_etags,
                                  src_etag=node.etag, expect=target)
         await self._delete_version(old_key, node.etag)
         self.metacache.delete(old_key)
@@ -241,7 +241,7 @@ class Changes(Attributes):
         async with limiter:
             new_key = new_prefix + info.key[len(old_prefix):]
             etag = await copy_object(self.store, info.key, new_key, info.size, None, self.policy,
-                                     etags_are_md5=self.config.upload.etags_are_md5,
+                                     checks_md5_etags=self.config.upload.checks_md5_etags,
                                      src_etag=info.etag or None, expect=target)
             self._moved_etags[new_key] = etag
             await self._delete_version(info.key, info.etag or None)

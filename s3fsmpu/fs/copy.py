@@ -40,7 +40,7 @@ async def copy_object(
     policy: RetryPolicy,
     limit: int = COPY_LIMIT,
     part_size: int = COPY_PART,
-    etags_are_md5: bool = True,
+    checks_md5_etags: bool = True,
     src_etag: str | None = None,
     expect: Expect | None = None,
 ) -> str | None:
@@ -70,7 +70,7 @@ async def copy_object(
         return await retrying(lambda: store.put(dst, Body(0, data=b""), empty_meta, expect), policy,
                               f"PutObject {dst!r} (copy of empty {src!r})")
     token = None
-    if not etags_are_md5:  # SSE-KMS/SSE-C: identify the result by a token, not its ETag
+    if not checks_md5_etags:  # SSE-KMS/SSE-C: identify the result by a token, not its ETag
         token = uuid.uuid4().hex
         meta = WriteMeta({**meta.metadata, TOKEN_KEY: token}, meta.content_type)
     # parts of at least `part_size`, within 10,000 parts

@@ -44,6 +44,14 @@ class PartRef:
 
 
 @dataclass(frozen=True)
+class Checksum:
+    """A whole object's flexible checksum, as Complete sends it (S3's FULL_OBJECT type)."""
+
+    algorithm: str  # CRC32, CRC32C, CRC64NVME
+    value: str  # base64
+
+
+@dataclass(frozen=True)
 class PartResult:
     etag: str | None
     checksum: str | None = None
@@ -223,8 +231,11 @@ class ObjectStore(Protocol):
         ...
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None
-    ) -> CompleteResult: ...
+        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None,
+        checksum: Checksum | None = None,
+    ) -> CompleteResult:
+        """With `checksum`, S3 checks the joined object against it (BadDigest if it differs)."""
+        ...
 
     async def abort_multipart(self, key: str, upload_id: str) -> None: ...
 

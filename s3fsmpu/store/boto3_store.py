@@ -33,6 +33,7 @@ from s3fsmpu.config import ConnectionConfig, UploadConfig
 from s3fsmpu.errors import S3Error
 from s3fsmpu.store.base import (
     Body,
+    Checksum,
     CompleteResult,
     Expect,
     ListPage,
@@ -265,6 +266,8 @@ class Boto3Store:
             args = self._new_object_args(meta)
             if self.upload.checksum_algorithm:
                 args["ChecksumAlgorithm"] = self.upload.checksum_algorithm
+            if self.upload.whole_object_checksum:
+                args["ChecksumType"] = "FULL_OBJECT"
             resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **args)
             return resp["UploadId"]  # type: ignore[no-any-return]
 
@@ -284,7 +287,7 @@ class Boto3Store:
             checksum = None
             if self.upload.checksum_algorithm:
                 checksum = resp.get(_CHECKSUM_PARAM[self.upload.checksum_algorithm])
-            return PartResult(etag.strip('"') if etag else None, checksum or body.checksum)
+            return PartResult(etag.strip('"') if etag else None, checksum)  # None: not echoed
 
         return await self._call("UploadPart", key, run)
 
@@ -318,7 +321,8 @@ class Boto3Store:
         return await self._call("UploadPartCopy", key, run)
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None
+        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None,
+        checksum: Checksum | None = None,
     ) -> CompleteResult:
         param = _CHECKSUM_PARAM.get(self.upload.checksum_algorithm or "")
 
@@ -333,6 +337,9 @@ class Boto3Store:
             if not param:  # SSE-C headers go on Complete only when checksums are used
                 for k in self._ssec:
                     args.pop(k, None)
+            if checksum is not None:
+                args["ChecksumType"] = "FULL_OBJECT"
+                args[_CHECKSUM_PARAM[checksum.algorithm]] = checksum.value
             resp = self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from s3fsmpu.errors import S3Error
-from s3fsmpu.store.base import Body, CompleteResult, Expect, PartRef, WriteMeta
+from s3fsmpu.store.base import Body, Checksum, CompleteResult, Expect, PartRef, WriteMeta
 from s3fsmpu.store.wrapper import StoreWrapper
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,9 @@ class ConditionalWrites(StoreWrapper):
                                  lambda e: self.inner.copy(src, dst, meta, src_etag, e))
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef],
-                                 expect: Expect | None = None) -> CompleteResult:
+                                 expect: Expect | None = None, checksum: Checksum | None = None) -> CompleteResult:
         return await self._write("CompleteMultipartUpload", key, expect,
-                                 lambda e: self.inner.complete_multipart(key, upload_id, parts, e))
+                                 lambda e: self.inner.complete_multipart(key, upload_id, parts, e, checksum))
 
     async def delete(self, key: str, etag: str | None = None) -> None:
         await self._write("DeleteObject", key, None if etag is None else Expect(etag),

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 
 import trio
 
+from s3fsmpu.checksums import of_bytes
 from s3fsmpu.config import MIN_PART_SIZE
 from s3fsmpu.errors import NoSuchKey, S3Error
 from s3fsmpu.store.base import (
     Body,
+    Checksum,
     CompleteResult,
     Expect,
     ListPage,
@@ -225,7 +227,8 @@ class MemoryStore:
         return PartResult(etag)
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None
+        self, key: str, upload_id: str, parts: Sequence[PartRef], expect: Expect | None = None,
+        checksum: Checksum | None = None,
     ) -> CompleteResult:
         await self._op("CompleteMultipartUpload")
         up = self._upload(key, upload_id, "CompleteMultipartUpload")
@@ -245,9 +248,12 @@ class MemoryStore:
                 raise S3Error("EntityTooSmall", key, f"part {ref.number} too small", op, 400)
             chunks.append(stored)
         etag = multipart_etag([e for _, e in chunks])
-        self._store(key, b"".join(d for d, _ in chunks), etag, up.meta)
+        data = b"".join(d for d, _ in chunks)
+        if checksum is not None and of_bytes(checksum.algorithm, data) != checksum.value:
+            raise S3Error("BadDigest", key, f"the object's {checksum.algorithm} is not {checksum.value}", op, 400)
+        self._store(key, data, etag, up.meta)
         del self.uploads[upload_id]
-        return CompleteResult(etag)
+        return CompleteResult(etag, checksum.value if checksum is not None else None)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._op("AbortMultipartUpload")

@@ -4,12 +4,14 @@ Every outcome ends in one of three results: the object is ours (verified by
 the ETag S3 returned, or by HeadObject), it needs repair from the local
 bytes (InvalidPart, a lost upload, a wrong object), or the upload failed.
 
-- success carrying the expected ETag (md5 of the part md5s + "-N") -> done;
+- success carrying the expected ETag (md5 of the part md5s + "-N"), or (crc
+  modes) the whole-object checksum we sent -> done;
 - transient codes, timeouts, dropped connections -> retry with backoff;
 - ambiguous answers (no ETag, NoSuchUpload / 412 / 500 after a retry,
   retries exhausted) -> HeadObject: ours only if ETag (or, where ETags are
   not MD5s, our upload token in the metadata) and size match;
-- InvalidPart, NoSuchUpload on the first attempt, a wrong object -> repair;
+- InvalidPart, NoSuchUpload on the first attempt, a wrong object, BadDigest
+  (the joined parts are not what our whole-object checksum says) -> repair;
 - NoSuchUpload / 412 after an attempt whose outcome is unknown (timeout, dropped
   connection, unparsable or empty 200), with another object under the key ->
   failed: ours may have landed and been replaced, and a repair would overwrite theirs;
@@ -31,12 +33,14 @@ import trio
 
 from s3fsmpu.errors import S3Error
 from s3fsmpu.retry import RetryPolicy, retrying
-from s3fsmpu.store.base import Expect, ObjectInfo, ObjectStore, PartRef
+from s3fsmpu.store.base import Checksum, Expect, ObjectInfo, ObjectStore, PartRef
 
 log = logging.getLogger(__name__)
 
 BUG_CODES = frozenset({"EntityTooSmall", "InvalidPartOrder", "MalformedXML", "InvalidRequest"})
-REPAIR_CODES = frozenset({"InvalidPart", "NoSuchUpload", "ConditionalRequestConflict", "409"})
+# BadDigest: the parts S3 joined do not match our whole-object checksum (crc modes): a part
+# was damaged on its way and nobody noticed; sent again from the spool, it is right
+REPAIR_CODES = frozenset({"InvalidPart", "NoSuchUpload", "ConditionalRequestConflict", "409", "BadDigest"})
 # a conditional write refused: the key holds something else than this mount knew
 CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "NoSuchKey"})
 # after an earlier attempt may have landed, these say nothing for sure
@@ -65,8 +69,11 @@ class Outcome:
 @dataclass(frozen=True)
 class Expected:
     size: int
-    etag: str | None  # None where ETags are not MD5s (SSE-KMS, SSE-C)
+    etag: str | None  # None where ETags are not checked as MD5s (SSE-KMS, SSE-C, crc modes)
     token: str | None = None
+    # the crc modes: the whole object's checksum, sent with Complete (FULL_OBJECT) for S3 to
+    # check against the parts it holds
+    checksum: Checksum | None = None
 
 
 async def object_under_key(store: ObjectStore, key: str) -> ObjectInfo | None:
@@ -121,7 +128,7 @@ async def complete_upload(
         if attempt > 1:
             await trio.sleep(policy.delay(attempt - 1))
         try:
-            result = await store.complete_multipart(key, upload_id, parts, expect)
+            result = await store.complete_multipart(key, upload_id, parts, expect, expected.checksum)
         except S3Error as exc:
             last = exc
             if exc.code in BUG_CODES:
@@ -158,6 +165,9 @@ async def complete_upload(
                 continue
             return Outcome(Verdict.FAILED, f"Complete refused: {exc}", retries=attempt - 1)
         if result.etag is not None and expected.etag is not None and result.etag == expected.etag:
+            return Outcome(Verdict.DONE, retries=attempt - 1, etag=result.etag)
+        if result.etag is not None and expected.checksum is not None and result.checksum == expected.checksum.value:
+            # S3 checked our whole-object checksum against the parts it joined: ours
             return Outcome(Verdict.DONE, retries=attempt - 1, etag=result.etag)
         # 200 without an ETag, or with one we did not expect: ask what is there
         why = "no ETag in the answer" if result.etag is None else f"unexpected ETag {result.etag}"

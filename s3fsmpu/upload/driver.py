@@ -28,7 +28,7 @@ import trio
 
 from s3fsmpu.errors import S3Error, UploadFailed
 from s3fsmpu.retry import retrying
-from s3fsmpu.store.base import Expect, WriteMeta
+from s3fsmpu.store.base import Checksum, Expect, WriteMeta
 from s3fsmpu.upload.completion import (
     CONFLICT_CODES,
     Expected,
@@ -219,10 +219,12 @@ class UploadSession(PartTraffic):
             await self._idle.wait()
             self._raise_if_failed()
             refs = self.plan.complete_refs()
+            config = self.up.config
             expected = Expected(
                 self.plan.size,
-                self.plan.expected_etag() if self.up.config.etags_are_md5 else None,
+                self.plan.expected_etag() if config.checks_md5_etags else None,
                 self._token,
+                self._whole_checksum(),
             )
             outcome = await complete_upload(
                 self.up.store, self.key, upload_id, refs, expected, self.up.policy, self._on_retry, self.expect
@@ -257,14 +259,21 @@ class UploadSession(PartTraffic):
             self.plan.forget_upload()
         raise UploadFailed(self.key, f"still refused after {REPAIR_ROUNDS} repairs")
 
+    def _whole_checksum(self) -> Checksum | None:
+        algorithm = self.up.config.checksum_algorithm
+        if not self.up.config.whole_object_checksum or algorithm is None:
+            return None
+        value = self.plan.whole_checksum(algorithm)
+        return Checksum(algorithm, value) if value is not None else None
+
     async def _put_single(self) -> None:
         size = self.plan.size
         body, md5_hex = await trio.to_thread.run_sync(
-            digest_slice, self.spool.fd, 0, size, self.up.config.checksum_algorithm
+            digest_slice, self.spool.fd, 0, size, self.up.config.checksum_algorithm, self.up.config.content_md5
         )
         meta = self._meta_with_token()
         expect = self.expect
-        expected = Expected(size, md5_hex if self.up.config.etags_are_md5 else None, self._token)
+        expected = Expected(size, md5_hex if self.up.config.checks_md5_etags else None, self._token)
 
         async def send() -> str:
             try:
@@ -276,8 +285,8 @@ class UploadSession(PartTraffic):
                 conflict = await settle_conflict(self.up.store, self.key, expect, expected, self.up.policy)
                 if conflict is not None:
                     raise UploadFailed(self.key, conflict) from exc
-                return md5_hex if self.up.config.etags_are_md5 else ""
-            if self.up.config.etags_are_md5 and etag != md5_hex:
+                return md5_hex if md5_hex is not None and self.up.config.checks_md5_etags else ""
+            if self.up.config.checks_md5_etags and etag != md5_hex:
                 # a PUT answer without the right ETag: ask what is there
                 info = await self.up.store.head(self.key)
                 if info.etag != md5_hex or info.size != size:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s3fsmpu.checksums import combine
 from s3fsmpu.errors import FileTooLarge
 from s3fsmpu.store.base import PartRef
 from s3fsmpu.store.memory import multipart_etag
@@ -43,7 +44,7 @@ class UploadedPart:
     version: int
     length: int
     etag: str
-    md5_hex: str
+    md5_hex: str | None  # None: not computed (the crc integrity modes)
     checksum: str | None
 
 
@@ -122,7 +123,7 @@ class MultipartPlan:
             rng = PartRange(number, rng.start, self.size)
         return rng, st.version
 
-    def part_uploaded(self, number: int, version: int, length: int, etag: str, md5_hex: str,
+    def part_uploaded(self, number: int, version: int, length: int, etag: str, md5_hex: str | None,
                       checksum: str | None) -> None:
         st = self._state(number)
         st.inflight = False
@@ -167,9 +168,21 @@ class MultipartPlan:
         md5s = []
         for r in self.layout.parts_for_size(self.size):
             up = self._state(r.number).uploaded
-            assert up is not None
+            assert up is not None and up.md5_hex is not None
             md5s.append(up.md5_hex)
         return multipart_etag(md5s)
+
+    def whole_checksum(self, algorithm: str) -> str | None:
+        """The object's checksum, combined from its parts' (None if a part has none: a copied
+        part from a server that did not say it)."""
+        parts = []
+        for r in self.layout.parts_for_size(self.size):
+            up = self._state(r.number).uploaded
+            assert up is not None
+            if up.checksum is None:
+                return None
+            parts.append((up.checksum, up.length))
+        return combine(algorithm, parts)
 
     def set_base(self, size: int) -> None:
         """The object is now `size` bytes of a base object; nothing is written since."""

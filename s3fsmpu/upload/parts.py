@@ -99,10 +99,10 @@ class PartTraffic:
 
         async def send() -> tuple[str, str | None]:
             res = await self.up.store.upload_part(self.key, upload_id, number, body)
-            if self.up.config.etags_are_md5 and res.etag != md5_hex:
-                raise S3Error("PartETagMismatch", self.key,
-                              f"part {number} ETag {res.etag} != local MD5 {md5_hex}", "UploadPart")
-            return res.etag or md5_hex, res.checksum
+            self._verify_part(number, res.etag, md5_hex, res.checksum, body.checksum)
+            if res.etag is None and md5_hex is None:
+                raise S3Error("NoETag", self.key, f"UploadPart {number} answered without an ETag", "UploadPart")
+            return res.etag or md5_hex or "", body.checksum
 
         etag, checksum = await retrying(send, self.up.policy, f"UploadPart {number} of {self.key!r}",
                                         self._on_retry)
@@ -111,6 +111,19 @@ class PartTraffic:
         self.up.stats.parts_uploaded += 1
         self.up.stats.bytes_uploaded += length
         self.bytes_sent += length
+
+    def _verify_part(self, number: int, etag: str | None, md5_hex: str | None,
+                     checksum: str | None, sent: str | None) -> None:
+        """What S3 says it received must be what we sent: the ETag against our MD5 (md5 mode,
+        where ETags are MD5s), the checksum it echoes against ours (where it echoes one)."""
+        if self.up.config.checks_md5_etags and etag != md5_hex:
+            raise S3Error("PartETagMismatch", self.key, f"part {number} ETag {etag} != local MD5 {md5_hex}",
+                          "UploadPart")
+        if checksum is not None and sent is not None and checksum != sent:
+            raise S3Error("PartChecksumMismatch", self.key, f"part {number} {self.up.config.checksum_algorithm} "
+                                                            f"{checksum} != local {sent}", "UploadPart")
+        if checksum is None and sent is not None and not self.up.config.content_md5:
+            self.up.note_unconfirmed_checksum()
 
     async def _release_uploaded_prefix(self) -> None:
         """Drop the page cache of a big file's uploaded prefix: the spool must not fill memory.
@@ -127,9 +140,10 @@ class PartTraffic:
             end = min(self.plan.layout.part(n).end, self.plan.size)
             await trio.to_thread.run_sync(self.spool.release, 0, end)
 
-    def _digest_part(self, start: int, length: int) -> tuple[Body, str]:
+    def _digest_part(self, start: int, length: int) -> tuple[Body, str | None]:
         """In a worker thread: hash the part, and start writing it back to disk meanwhile."""
-        digested = digest_slice(self.spool.fd, start, length, self.up.config.checksum_algorithm)
+        digested = digest_slice(self.spool.fd, start, length, self.up.config.checksum_algorithm,
+                                self.up.config.content_md5)
         if self._spool_is_big():
             self.spool.release(start, length)
         return digested
@@ -209,7 +223,7 @@ class PartTraffic:
     def _meta_with_token(self) -> WriteMeta:
         """The metadata for a new Create/PUT (recorded: it is what the object will carry)."""
         self.sent_meta = self.meta
-        if self.up.config.etags_are_md5:
+        if self.up.config.checks_md5_etags:
             return self.meta
         self._token = uuid.uuid4().hex
         return replace(self.meta, metadata={**self.meta.metadata, TOKEN_KEY: self._token})

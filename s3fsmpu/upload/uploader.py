@@ -9,6 +9,7 @@ what `s3fsmpu status` shows of them. One file being written is an
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from s3fsmpu.retry import RetryPolicy
 from s3fsmpu.store.base import Expect, ObjectStore, WriteMeta
 from s3fsmpu.upload.driver import UploadSession
 from s3fsmpu.upload.schedule import schedule_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Uploader:
         self.nursery = nursery
         self.sessions: set[UploadSession] = set()
         self.stats = UploadStats()
+        self._warned_unconfirmed = False
 
     def open_session(self, key: str, meta: WriteMeta, expect: Expect | None = None) -> UploadSession:
         """`expect`: what the key holds as this mount knows it; the publish replaces only that."""
@@ -65,6 +69,15 @@ class Uploader:
 
     def note_retry(self, _exc: S3Error) -> None:
         self.stats.retries += 1
+
+    def note_unconfirmed_checksum(self) -> None:
+        """A crc integrity mode on a server that does not echo the checksum (radosgw 16, moto):
+        nothing here can tell whether it checked the bytes. Said once."""
+        if not self._warned_unconfirmed:
+            self._warned_unconfirmed = True
+            algorithm = self.config.checksum_algorithm
+            log.warning("the server does not confirm x-amz-checksum-%s: it may not check the bytes it "
+                        "receives; --integrity md5 checks them on any S3 server", (algorithm or "").lower())
 
     def snapshot(self) -> dict[str, object]:
         """What `s3fsmpu status` shows: uploads in flight, failures, memory, totals."""

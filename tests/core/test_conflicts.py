@@ -19,7 +19,7 @@ import pytest
 
 from s3fsmpu.errors import NotFound, S3Error, UploadFailed, to_errno
 from s3fsmpu.fs.core import S3Filesystem
-from s3fsmpu.store.base import Body, CompleteResult, Expect, PartRef, WriteMeta
+from s3fsmpu.store.base import Body, Checksum, CompleteResult, Expect, PartRef, WriteMeta
 from s3fsmpu.store.faults import FaultyStore
 from s3fsmpu.store.memory import MemoryStore
 from tests.core.harness import CREATE_FLAGS, PART, ROOT, Env, blob, run
@@ -228,9 +228,9 @@ class RequiresConditionalWrites(MemoryStore):
         return await super().put(key, body, meta, expect)
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef],
-                                 expect: Expect | None = None) -> CompleteResult:
+                                 expect: Expect | None = None, checksum: Checksum | None = None) -> CompleteResult:
         self._require(key, expect, "CompleteMultipartUpload")
-        return await super().complete_multipart(key, upload_id, parts, expect)
+        return await super().complete_multipart(key, upload_id, parts, expect, checksum)
 
     async def copy(self, src: str, dst: str, meta: WriteMeta | None = None,
                    src_etag: str | None = None, expect: Expect | None = None) -> str:

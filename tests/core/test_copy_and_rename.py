@@ -11,7 +11,7 @@ import trio
 from s3fsmpu.errors import S3Error
 from s3fsmpu.fs.copy import copy_object
 from s3fsmpu.retry import RetryPolicy
-from s3fsmpu.store.base import Body, CompleteResult, Expect, PartRef, WriteMeta
+from s3fsmpu.store.base import Body, Checksum, CompleteResult, Expect, PartRef, WriteMeta
 from s3fsmpu.store.faults import FaultyStore
 from s3fsmpu.store.memory import MemoryStore
 from tests.core.harness import PART, ROOT, Env, blob, run, wait_until
@@ -103,8 +103,8 @@ class KeysWritten(MemoryStore):
         return etag
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef],
-                                 expect: Expect | None = None) -> CompleteResult:
-        result = await super().complete_multipart(key, upload_id, parts, expect)
+                                 expect: Expect | None = None, checksum: Checksum | None = None) -> CompleteResult:
+        result = await super().complete_multipart(key, upload_id, parts, expect, checksum)
         self.published.append(key)
         return result
 

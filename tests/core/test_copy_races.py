@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from s3fsmpu.errors import S3FSError
-from s3fsmpu.store.base import Body, CompleteResult, Expect, PartRef, WriteMeta
+from s3fsmpu.store.base import Body, Checksum, CompleteResult, Expect, PartRef, WriteMeta
 from s3fsmpu.store.memory import MemoryStore
 from tests.core.harness import PART, ROOT, Env, blob, run
 
@@ -66,9 +66,10 @@ class SteppedStore(MemoryStore):
         return await super().put(key, body, meta, expect if self.dst_conditions else None)
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef],
-                                 expect: Expect | None = None) -> CompleteResult:
+                                 expect: Expect | None = None, checksum: Checksum | None = None) -> CompleteResult:
         await self.step(f"complete {key}")
-        return await super().complete_multipart(key, upload_id, parts, expect if self.dst_conditions else None)
+        return await super().complete_multipart(key, upload_id, parts, expect if self.dst_conditions else None,
+                                                 checksum)
 
 
 Race = Callable[[Env, int], Awaitable[None]]

@@ -12,8 +12,10 @@ import zlib
 from urllib.parse import parse_qs
 from xml.etree import ElementTree
 
+import boto3
 import pytest
 from awscrt import checksums
+from botocore.config import Config
 
 from tests.conftest import bucket_bytes, wait_for
 
@@ -142,6 +144,45 @@ def test_content_md5_and_checksum_values_match_the_bytes_sent(algorithm, s3, buc
         assert fields["ETag"].strip('"') == hashlib.md5(sent[n]).hexdigest()
         expected = b64(REFERENCE_DIGEST[algorithm](sent[n])) if algorithm else None
         assert fields.get(f"Checksum{algorithm}") == expected, n
+
+
+@pytest.mark.parametrize("mode", ["crc64nvme", "crc32c"])
+def test_crc_integrity_sends_no_md5_and_the_whole_object_checksum(mode, s3, bucket, mounter, proxy):
+    """--integrity crc64nvme|crc32c: no Content-MD5 on any body, the checksum of each body in
+    its header, a FULL_OBJECT upload whose Complete carries the checksum of the whole file,
+    and the object in the bucket carries that checksum. moto echoes no part checksum, so the
+    mount says once that the server does not confirm them."""
+    algorithm = mode.upper()
+    capture = HeaderCapture(bodies=True)
+    proxy.add_rule("*", capture, times=None)
+    m = mounter(bucket, "--part-size", "5MiB", "--integrity", mode, endpoint=proxy.url)
+    data = random.randbytes(12 * MIB + 5)
+    (m.path / "c.bin").write_bytes(data)
+    (m.path / "s.bin").write_bytes(b"small one")
+    # read without botocore's response validation: moto keeps a COMPOSITE CRC32C although the
+    # upload was created FULL_OBJECT, and serves it as if it were the whole object's
+    plain = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
+                         config=Config(response_checksum_validation="when_required",
+                                       s3={"addressing_style": "path"}))
+    assert bucket_bytes(plain, bucket, "c.bin") == data
+    assert bucket_bytes(plain, bucket, "s.bin") == b"small one"
+    header = f"x-amz-checksum-{mode}"
+    bodies = capture.requests("UploadPart", "PutObject")
+    assert sorted(op for op, _, _ in bodies) == ["PutObject", "UploadPart", "UploadPart", "UploadPart"]
+    for op, h, body in bodies:
+        raw = plain_body(h, body)
+        assert "content-md5" not in h, op
+        assert h[header] == b64(REFERENCE_DIGEST[algorithm](raw)), op
+    (create,) = [h for _, h, _ in capture.requests("CreateMultipartUpload")]
+    assert (create["x-amz-checksum-algorithm"].upper(), create["x-amz-checksum-type"]) == (algorithm, "FULL_OBJECT")
+    ((_, complete, body),) = capture.requests("CompleteMultipartUpload")
+    assert complete["x-amz-checksum-type"] == "FULL_OBJECT"
+    assert complete[header] == b64(REFERENCE_DIGEST[algorithm](data))
+    assert sorted(complete_parts(body)) == [1, 2, 3]
+    if mode == "crc64nvme":  # moto computes it over the joined bytes (its CRC32C is composite)
+        head = s3.head_object(Bucket=bucket, Key="c.bin", ChecksumMode="ENABLED")
+        assert head["ChecksumCRC64NVME"] == b64(REFERENCE_DIGEST[algorithm](data))
+    assert m.log.count(f"does not confirm x-amz-checksum-{mode}") == 1
 
 
 def test_storage_class_sse_and_bucket_options(s3, bucket, mounter, proxy):

@@ -101,10 +101,10 @@ def test_upload_config_schedule_uses_part_size() -> None:
     cfg = UploadConfig(part_size=64 << 10, min_part_size=64 << 10)
     assert schedule_for(cfg).part(3).start == 128 << 10
     assert schedule_for(UploadConfig()).part(1).size == 8 << 20
-    assert UploadConfig().etags_are_md5
-    assert not UploadConfig(sse="aws:kms").etags_are_md5
-    assert not UploadConfig(sse_c_key=b"k" * 32).etags_are_md5
-    assert UploadConfig(sse="AES256").etags_are_md5
+    assert UploadConfig().checks_md5_etags
+    assert not UploadConfig(sse="aws:kms").checks_md5_etags
+    assert not UploadConfig(sse_c_key=b"k" * 32).checks_md5_etags
+    assert UploadConfig(sse="AES256").checks_md5_etags
 
 
 @pytest.mark.parametrize(("text", "expected"), [("indefinite", float("inf")), ("inf", float("inf")),
@@ -146,3 +146,17 @@ def test_bad_cache_size_or_attr_timeout_is_one_line(bad: list[str], capsys: pyte
         _mount(*bad)
     assert exc.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_integrity_modes() -> None:
+    md5 = _mount().upload
+    assert (md5.integrity, md5.content_md5, md5.checks_md5_etags, md5.whole_object_checksum) == ("md5", True, True, False)
+    assert _mount("--checksum-algorithm", "SHA256").upload.checksum_algorithm == "SHA256"
+    for mode in ("crc64nvme", "crc32c"):
+        up = _mount("--integrity", mode).upload
+        assert up.checksum_algorithm == mode.upper()
+        assert not up.content_md5 and not up.checks_md5_etags and up.whole_object_checksum
+        assert _mount("--integrity", mode, "--checksum-algorithm", mode.upper()).upload == up
+    with pytest.raises(UserError, match="--integrity crc64nvme sends CRC64NVME checksums; drop --checksum-algorithm SHA1"):
+        _mount("--integrity", "crc64nvme", "--checksum-algorithm", "SHA1")
+    assert to_argv("b", "/m", "integrity=crc64nvme") == ["mount", "b", "/m", "--integrity", "crc64nvme"]
