@@ -128,3 +128,13 @@ def return_big_buffers_to_the_os(threshold: int = 4 << 20) -> bool:
         ok = False
     log.debug("mmap threshold %d: %s", threshold, "set" if ok else "not set (no glibc)")
     return ok
+
+
+def trim_heap() -> bool:
+    """Hand the heap's free pages back to the OS (glibc malloc_trim): what starting up
+    parsed and dropped (botocore's data) otherwise stays in the mount's RSS for good."""
+    name = ctypes.util.find_library("c")
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0)) if name else False
+    except (OSError, AttributeError):
+        return False

@@ -24,7 +24,7 @@ from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fuse_ops import FuseOperations
 from s3fsmpu.kernel_readahead import tune_read_ahead
-from s3fsmpu.memory import MemoryBudget, memory_snapshot, return_big_buffers_to_the_os
+from s3fsmpu.memory import MemoryBudget, memory_snapshot, return_big_buffers_to_the_os, trim_heap
 from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
 from s3fsmpu.runtime import socket_path
 from s3fsmpu.store.base import ObjectStore
@@ -93,7 +93,9 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
             nursery.start_soon(announce_when_tuned, config, ready)
             # the imports and boto3's service model are ~80,000 objects that live
             # as long as the mount: spare each full collection (~45 ms) walking them
+            gc.collect()
             gc.freeze()
+            trim_heap()
             await pyfuse3.main(min_tasks=4, max_tasks=64)
             log.info("unmounting %s: waiting for pending uploads", config.mountpoint)
             await fs.shutdown()
