@@ -90,6 +90,19 @@ class UploadSession(PartTraffic):
             self._released_parts = 0
             self.spool.truncate(size)
 
+    async def keep_base(self) -> None:
+        """The base object is about to go (an unlink, a rename over this file's name): fetch
+        what of it the spool lacks, so the file open here still reads whole. A base already
+        gone leaves those ranges unreadable (said once), not the unlink failed."""
+        async with self._lock:
+            if self.base_key is None:
+                return
+            try:
+                await self._ensure_loaded(0, self.plan.size)
+            except S3Error as exc:
+                log.warning("%r: could not keep the bytes of its open version before it goes: %s",
+                            self.key, exc)
+
     async def _ensure_loaded(self, start: int, end: int) -> None:
         """Fetch the base bytes of [start, end) that are not in the spool (caller holds the lock)."""
         for s, e in self.plan.missing_base(start, end):

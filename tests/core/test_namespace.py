@@ -194,6 +194,49 @@ def test_file_with_a_hole_flushed_then_unlinked_stays_readable(tmp_path: Path) -
     run(tmp_path, t)
 
 
+def test_an_existing_file_open_for_writing_reads_whole_after_unlink(tmp_path: Path) -> None:
+    """Found by tests/fuse/test_reference_mount.py (S3FSMPU_MODEL_RANDOM=1,
+    --hypothesis-seed=387109): a file opened O_RDWR (its object the base of an in-place
+    edit, fetched only where read) and unlinked read ENOENT, its object gone. Its
+    bytes now come into the spool before the DELETE."""
+    data = blob(3 * PART + 300, seed=1)
+
+    async def t(env: Env) -> None:
+        await env.write_file("f", data)
+        attr = await env.fs.lookup(ROOT, "f")
+        fh = await env.fs.open(attr.inode, os.O_RDWR)
+        await env.fs.write(fh, 10, b"edit")
+        await env.fs.unlink(ROOT, "f")
+        assert env.mem.objects == {}
+        edited = data[:10] + b"edit" + data[14:]
+        assert await env.fs.read(fh, 0, len(data) + 1) == edited
+        await env.fs.write(fh, len(data), b"more")
+        await env.fs.flush(fh)
+        assert await env.fs.read(fh, 0, len(data) + 10) == edited + b"more"
+        await env.fs.release(fh)
+        assert env.mem.objects == {} and env.mem.uploads == {}
+
+    run(tmp_path, t)
+
+
+def test_an_existing_file_open_for_writing_reads_whole_after_a_rename_over_it(tmp_path: Path) -> None:
+    data = blob(2 * PART + 7, seed=2)
+
+    async def t(env: Env) -> None:
+        await env.write_file("f", data)
+        await env.write_file("g", b"the new f")
+        attr = await env.fs.lookup(ROOT, "f")
+        fh = await env.fs.open(attr.inode, os.O_RDWR)
+        await env.fs.lookup(ROOT, "g")
+        await env.fs.rename(ROOT, "g", ROOT, "f")
+        assert env.data("f") == b"the new f"
+        assert await env.fs.read(fh, 0, len(data) + 1) == data
+        await env.fs.release(fh)
+        assert env.data("f") == b"the new f" and set(env.mem.objects) == {"f"}
+
+    run(tmp_path, t)
+
+
 def test_rename_file_replaces_target(tmp_path: Path) -> None:
     data = blob(3 * PART + 5)
 

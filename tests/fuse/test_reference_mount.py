@@ -409,6 +409,32 @@ def test_a_file_being_written_in_a_renamed_directory(s3: Any, reference_mount: M
     )
 
 
+def test_an_existing_file_open_for_writing_and_unlinked(s3: Any, reference_mount: Mount) -> None:
+    """Found by this model (S3FSMPU_MODEL_RANDOM=1, --hypothesis-seed=387109), fixed since.
+
+    `a/b` (published) is opened O_RDWR and unlinked: its object, the base of the edit that
+    the spool fetches only where read, was gone, and reading the open file failed with
+    ENOENT (the kernel's page cache hides it unless the file was written past what it
+    cached). As hypothesis shrank it.
+    """
+    run_steps(
+        s3, reference_mount,
+        ("start_from_a_small_tree", dict(seed=5511, size=0)),
+        ("other_client_deletes", dict(path="a")),
+        ("create", dict(mode=0o644, path="a/a")),
+        ("release", dict(pick=0)),
+        ("truncate", dict(path="a", size=0)),
+        ("rename", dict(dst="a/b", src="b")),
+        ("mkdir", dict(mode=0o644, path="a")),
+        ("open_rw", dict(path="a/b")),
+        ("unlink", dict(path="a/b")),
+        ("other_client_deletes", dict(path="a")),
+        ("create", dict(mode=0o644, path="a")),
+        ("append", dict(length=5242881, pick=4, seed=3986)),
+        ("write", dict(length=5242880, offset=1, pick=5, seed=651)),
+    )
+
+
 def test_a_directory_another_client_replaced_with_a_file(s3: Any, reference_mount: Mount) -> None:
     """Found by this model (S3FSMPU_MODEL_RANDOM=1, --hypothesis-seed=23838), fixed since.
 
