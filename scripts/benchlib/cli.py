@@ -68,6 +68,8 @@ def main() -> int:
     p.add_argument("--part-size", type=parse_size, default=8 * MIB, help="part size for everyone (default 8MiB)")
     p.add_argument("--concurrency", type=int, default=8, help="parts in flight (default 8)")
     p.add_argument("--max-memory", type=parse_size, default=256 * MIB, help="s3fsmpu --max-memory (default 256MiB)")
+    p.add_argument("--integrity", choices=["md5", "crc64nvme", "crc32c"], default="md5",
+                   help="s3fsmpu --integrity (default md5: Content-MD5 as s3fs-md5 and the boto3 ceiling send)")
     srv = p.add_mutually_exclusive_group()
     srv.add_argument("--endpoint", metavar="URL", help="use this S3 server; credentials from AWS_* env vars")
     srv.add_argument("--rgw", action="store_true", help="start (and afterwards purge) radosgw with scripts/start-rgw")

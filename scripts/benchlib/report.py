@@ -78,6 +78,7 @@ def report(b: Bench) -> None:
     print()
     print(f"s3fsmpu benchmark {b.stamp}: {b.server_name}; size {b.size / MIB:.0f} MiB, "
           f"part {b.part / MIB:g} MiB, concurrency {b.conc}, max-memory {b.args.max_memory / MIB:.0f} MiB, "
+          f"s3fsmpu --integrity {b.args.integrity}, "
           f"runs {b.args.runs} (median)")
     print("x server / x fuse: fraction of the ceiling; x s3fsmpu: speed relative to s3fsmpu (>1 = faster)\n")
     hdr = f"{'workload':<11} {'tool':<9} {'result':>14} {'x server':>8} {'x fuse':>7} {'x s3fsmpu':>9}  notes"

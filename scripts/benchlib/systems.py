@@ -170,7 +170,7 @@ def start_mount(tool: str, bucket: str, mnt: Path, work: Path, endpoint: str, ar
         cmd = [str(VENV_BIN / "s3fsmpu"), "mount", bucket, str(mnt), "--endpoint-url", endpoint,
                "--region", "us-east-1", "--addressing-style", "path", "--part-size", str(P),
                "--upload-concurrency", str(conc), "--max-memory", str(args.max_memory),
-               "--cache-dir", str(cache)]
+               "--cache-dir", str(cache), "--integrity", args.integrity]
         r = run(cmd, timeout=120, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"s3fsmpu mount failed: {r.stderr.strip()}")
