@@ -108,7 +108,8 @@ def build_parser() -> Parser:
     w.add_argument("--max-memory", type=_size, default=256 << 20, metavar="SIZE",
                    help="cap on write data waiting for or in upload; writers wait when reached (default 256MiB)")
     m.add_argument("--read-ahead", type=_size, default=32 << 20, metavar="SIZE",
-                   help="how far sequential readers are fetched ahead, in parallel 8 MiB GETs (default 32MiB)")
+                   help="what a sequential reader holds: 8 MiB chunks fetched ahead in parallel GETs, "
+                        "the one read and the one behind (default 32MiB)")
     w.add_argument("--cache-dir", default=None, metavar="DIR",
                    help=f"spool and recovery folder (default {default_cache_dir()})")
     w.add_argument("--checksum-algorithm", default="none",
