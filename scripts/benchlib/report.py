@@ -145,11 +145,15 @@ def scan_log(tool: str, path: Path | None, stamp: str) -> list[str] | None:
     shutil.copyfile(path, dest)
     pat = re.compile(r"\b(ERROR|WARNING|CRITICAL|Traceback|ERR|error)\b")
     seen: dict[str, int] = {}
+    first: dict[str, str] = {}  # a group's first line, as the log says it
     for line in path.read_text(errors="replace").splitlines():
         if pat.search(line):
-            key = re.sub(r"\d+", "N", line[line.find(" ", 20) + 1:][:160]) if len(line) > 20 else line
+            text = line[line.find(" ", 20) + 1:][:160] if len(line) > 20 else line
+            # lines that differ only in numbers (not in names such as s3fsmpu or crc64nvme) are one group
+            key = re.sub(r"\b\d+(?:\.\d+)?\b", "N", text)
             seen[key] = seen.get(key, 0) + 1
-    findings = [f"{n} x {k}" for k, n in sorted(seen.items(), key=lambda kv: -kv[1])[:8]]
+            first.setdefault(key, text)
+    findings = [f"{n} x {first[k]}" for k, n in sorted(seen.items(), key=lambda kv: -kv[1])[:8]]
     totals: dict[str, int] = {}
     for m in re.finditer(r"unmounted: (.*)", path.read_text(errors="replace")):
         for k, v in re.findall(r"(\w+)=(\d+)", m.group(1)):
