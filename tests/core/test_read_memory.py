@@ -117,3 +117,50 @@ def test_an_idle_reader_does_not_hold_writers_up(tmp_path: Path) -> None:
         assert env.fs.budget.used == 0
 
     run(tmp_path, body, max_memory=BUDGET, read_ahead=WINDOW)
+
+
+class GatedGets(MemoryStore):
+    """GETs wait for the gate: a test decides when a fetch lands."""
+
+    def __init__(self) -> None:
+        super().__init__(min_part_size=PART)
+        self.gate = trio.Event()
+        self.gate.set()
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        await self.gate.wait()
+        return await super().get_range(key, start, end, etag)
+
+
+def test_a_read_waiting_for_a_chunk_that_another_read_drops_still_gets_its_bytes() -> None:
+    """Found by the benchmark's random reads (`read failed: S3 Cancelled ... prefetch
+    dropped`): a sequential read waits for a chunk in flight, a random read of the same
+    open file (the kernel's read-ahead, another thread) drops every chunk, and the first
+    read failed with EIO instead of fetching its bytes itself."""
+    from s3fsmpu.fs.reader import Reader
+
+    store = GatedGets()
+    data = blob(16 * CHUNK, seed=7)
+
+    async def main() -> None:
+        await store.put("k", Body(len(data), data=data), WriteMeta())
+        etag = store.objects["k"].etag
+        async with trio.open_nursery() as nursery:
+            reader = Reader(store, "k", len(data), etag, 4 * CHUNK, nursery, chunk=CHUNK)
+            assert await reader.read(0, REQUEST) == data[:REQUEST]
+            assert await reader.read(REQUEST, REQUEST) == data[REQUEST:2 * REQUEST]  # streaming now
+            store.gate = trio.Event()  # the next fetches hang until the gate opens
+            got: dict[str, bytes] = {}
+
+            async def read(name: str, offset: int) -> None:
+                got[name] = await reader.read(offset, REQUEST)
+
+            nursery.start_soon(read, "sequential", 3 * CHUNK)  # waits for a chunk in flight
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(read, "random", 12 * CHUNK)  # drops every chunk
+            await trio.testing.wait_all_tasks_blocked()
+            store.gate.set()
+        assert got["random"] == data[12 * CHUNK:12 * CHUNK + REQUEST]
+        assert got["sequential"] == data[3 * CHUNK:3 * CHUNK + REQUEST]
+
+    trio.run(main)
