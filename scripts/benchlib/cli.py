@@ -22,6 +22,7 @@ DOC = """Benchmark s3fsmpu against its ceilings and its peers, in one run, as ro
     scripts/bench --size 256MiB --skip-peers       # quicker
     scripts/bench --rgw --peers                    # radosgw via scripts/start-rgw, s3fs + rclone too
     scripts/bench --endpoint http://127.0.0.1:7480 # a server you started (credentials from env)
+    scripts/bench --skip-peers --only reads,dirs --bigdir-keys 100000
 
 Measures
   server ceiling  boto3 multipart upload of the SIZE file (same part size and
@@ -38,6 +39,19 @@ Measures
                   rsync -a of 1,000 x 4 KiB in 20 dirs + 5 x 40 MiB into an empty
                   prefix and again (fresh mount), ls -l of a 5,000-entry directory.
                   Mount-process peak RSS (VmHWM) and CPU seconds (utime+stime).
+  reads (per tool) reading again, with the tool's data cache on (s3fsmpu
+                  --cache-size 2 x SIZE, s3fs -o use_cache, rclone --vfs-cache-mode
+                  full), cat's file, three phases: cold (fresh mount, caches
+                  dropped, data cache emptied), warm (again in that mount), disk
+                  (remount on the same cache dir after drop_caches); per phase
+                  x_cold (its time over the cold one's), CPU seconds, peak RSS,
+                  and requests and GETs (radosgw log):
+                  reread  cat of the SIZE file (seconds)
+                  random  200 os.pread of 256 KiB at seeded 4 KiB-aligned offsets
+                          (MB/s, ms per read)
+  dirs (per tool) bigdir: ls -f, ls -l and find of a directory of --bigdir-keys
+                  1-byte objects written by boto3, each on a fresh mount with
+                  caches dropped: seconds, requests, peak RSS.
 Tools: s3fsmpu always; s3fs and rclone where installed (--peers installs them),
 and s3fs-md5 (s3fs -o enable_content_md5: Content-MD5 on every part, as s3fsmpu
 sends; cp only).
@@ -79,11 +93,15 @@ def main() -> int:
     p.add_argument("--tools", help="comma list of tools to run (s3fsmpu,s3fs,rclone)")
     p.add_argument("--only", metavar="WORKLOADS",
                    help=f"comma list of {','.join(WORKLOADS)} or groups {','.join(GROUPS)}")
+    p.add_argument("--bigdir-keys", type=int, default=20000, metavar="N",
+                   help="objects in bigdir's directory (default 20000)")
     p.add_argument("--runs", type=int, default=1, help="repeat and report the median (default 1)")
     p.add_argument("--timeout", type=float, default=900, help="per command, seconds (default 900)")
     p.add_argument("--profile", nargs="?", const="cp", metavar="WORKLOADS",
-                   help="py-spy record the s3fsmpu mount during these workloads (cp,cat,rsync-1,rsync-2,ls; "
-                        "default cp); the sampling costs some throughput")
+                   help="py-spy record the s3fsmpu mount during these workloads (cp,cat,rsync-1,rsync-2,ls,"
+                        "bigdir-ls-f,bigdir-ls-l,bigdir-find; reread-cold and random-cold for the mount of the "
+                        "cold and warm phases, reread-disk and random-disk for the remount; default cp); "
+                        "the sampling costs some throughput")
     p.add_argument("--py-spy", metavar="PATH", help="py-spy binary (default: PATH, then /tmp/pyspy-venv/bin/py-spy)")
     p.add_argument("--server-log", metavar="FILE",
                    help="radosgw log with beast access lines: count S3 requests per workload "
@@ -95,6 +113,8 @@ def main() -> int:
         return 1
     if args.max_memory < args.part_size:
         p.error("--max-memory must be at least --part-size")
+    if args.bigdir_keys < 1:
+        p.error("--bigdir-keys must be at least 1")
     # also SIGINT: a shell starts background jobs with SIGINT ignored, and Python keeps that
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)

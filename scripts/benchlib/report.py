@@ -1,5 +1,6 @@
 """What a run reports: the rows (the median of each workload and tool over
-the runs, as a fraction of its ceilings and relative to s3fsmpu), the table,
+the runs, as a fraction of its ceilings and relative to s3fsmpu, a read
+phase's time relative to its cold read), the table,
 request counts, log findings, notes and profiles printed on stdout, and the
 same in bench-results/bench-<time>.json; scan_log() copies each mount's log
 beside it and picks out its errors and warnings.
@@ -19,20 +20,33 @@ from typing import TYPE_CHECKING, Any
 from .common import MIB, RESULTS
 from .measure import Sample
 from .profiling import summarize_profile
-from .workloads import TREE_FILES
+from .workloads import READ_PHASES, TREE_FILES, WORKLOADS, rows_of
 
 if TYPE_CHECKING:
     from .run import Bench
 
-ORDER = ["server-put", "server-get", "server-rsync", "fuse-write", "fuse-read", "cp", "cat",
-         "rsync-1", "rsync-2", "ls"]
-UNITS = {"server-rsync": "s", "rsync-1": "s", "rsync-2": "s", "ls": "s"}  # else MB/s
+ORDER = [row for w in WORKLOADS for row in rows_of(w)]
+UNITS = {row: "s" for w in ("server-rsync", "rsync", "ls", "reread", "bigdir") for row in rows_of(w)}  # else MB/s
 # each tool workload against (its server ceiling, its FUSE ceiling)
 CEILING = {"cp": (("server-put", "boto3"), ("fuse-write", "fuse_null")),
            "cat": (("server-get", "boto3"), ("fuse-read", "fuse_null")),
            "rsync-1": (("server-rsync", "boto3"), None)}
-NOTE_KEYS = ("cpu_s", "peak_rss_mib", "files_per_s", "files_transferred", "requests", "read_amplification",
-             "read_ahead_kb", "unmount_s", "etag_ok", "entries", "note")
+# a read phase against the cold read of its workload (reread-warm -> reread-cold)
+COLD = {f"{w}-{p}": f"{w}-{READ_PHASES[0]}" for w in ("reread", "random") for p in READ_PHASES[1:]}
+NOTE_KEYS = ("x_cold", "mb_per_s", "ms_per_read", "cpu_s", "peak_rss_mib", "files_per_s", "files_transferred",
+             "requests", "gets", "read_amplification", "data_cache_mib", "read_ahead_kb", "unmount_s", "etag_ok",
+             "entries", "note")
+
+
+def speedup(v: float, ref: float, unit: str) -> float:
+    """How many times faster `v` is than `ref`: a rate's ratio, or a time's inverse one."""
+    return v / ref if unit == "MB/s" else ref / v
+
+
+def fmt_value(v: float, unit: str) -> str:
+    """A result with three digits or so: 348.0 MB/s, 1.30 s, 0.042 s (a page-cache reread)."""
+    digits = 1 if abs(v) >= 10 else 2 if abs(v) >= 1 else 3
+    return f"{v:.{digits}f} {unit}"
 
 
 def summary(samples: dict[tuple[str, str], list[Sample]], tools: list[str]) -> list[dict[str, Any]]:
@@ -61,13 +75,16 @@ def summary(samples: dict[tuple[str, str], list[Sample]], tools: list[str]) -> l
                 row.update({k: v2 for k, v2 in s.extra.items()})
             if v is not None and w in CEILING:
                 srv, fus = (med(c)[0] if c else None for c in CEILING[w])
-                speed = (lambda ref: v / ref) if unit == "MB/s" else (lambda ref: ref / v)  # noqa: E731
-                row["x_server"] = round(speed(srv), 3) if srv else None
-                row["x_fuse"] = round(speed(fus), 3) if fus else None
+                row["x_server"] = round(speedup(v, srv, unit), 3) if srv else None
+                row["x_fuse"] = round(speedup(v, fus, unit), 3) if fus else None
             if v is not None and tool not in ("boto3", "fuse_null"):
                 ref = med((w, "s3fsmpu"))[0]
                 if ref:
-                    row["x_s3fsmpu"] = round(v / ref if unit == "MB/s" else ref / v, 3)
+                    row["x_s3fsmpu"] = round(speedup(v, ref, unit), 3)
+            if v and w in COLD:
+                cold = med((COLD[w], tool))[0]
+                if cold:
+                    row["x_cold"] = round(speedup(cold, v, unit), 3)  # its time over the cold read's
             rows.append(row)
     return rows
 
@@ -80,12 +97,13 @@ def report(b: Bench) -> None:
           f"part {b.part / MIB:g} MiB, concurrency {b.conc}, max-memory {b.args.max_memory / MIB:.0f} MiB, "
           f"s3fsmpu --integrity {b.args.integrity}, "
           f"runs {b.args.runs} (median)")
-    print("x server / x fuse: fraction of the ceiling; x s3fsmpu: speed relative to s3fsmpu (>1 = faster)\n")
+    print("x server / x fuse: fraction of the ceiling; x s3fsmpu: speed relative to s3fsmpu (>1 = faster);\n"
+          "x_cold: a read phase's time relative to its cold read (warm: same mount; disk: remount, data cache)\n")
     hdr = f"{'workload':<11} {'tool':<9} {'result':>14} {'x server':>8} {'x fuse':>7} {'x s3fsmpu':>9}  notes"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        res = "-" if r["value"] is None else f"{r['value']:.1f} {r['unit']}"
+        res = "-" if r["value"] is None else fmt_value(r["value"], r["unit"])
 
         def f(k: str) -> str:
             return "" if r.get(k) is None else f"{r[k]:.2f}"
@@ -102,7 +120,7 @@ def report(b: Bench) -> None:
             if r["workload"].startswith("rsync"):
                 per = f" = {r['requests'] / TREE_FILES:.1f}/file"
             ops = ", ".join(f"{k} {v}" for k, v in r["req_by_op"].items())
-            print(f"  {r['workload']:<8} {r['tool']:<8} {r['requests']:>6}{per}: {ops}")
+            print(f"  {r['workload']:<11} {r['tool']:<8} {r['requests']:>6}{per}: {ops}")
     for tool, lines in b.log_findings.items():
         print(f"\n{tool} log findings:")
         for ln in lines:

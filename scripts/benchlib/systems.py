@@ -1,7 +1,8 @@
 """The systems under test and how each is mounted: s3fsmpu, and the peers
 s3fs-fuse (also as s3fs-md5, with Content-MD5 on every part) and rclone, each
-with the same part size and concurrency, plus scripts/fuse_null.py for the FUSE
-ceiling. Mount is one such mount started by us, which knows how to leave;
+with the same part size and concurrency, and each with its own local data
+cache when a workload asks for one (the read workloads), plus
+scripts/fuse_null.py for the FUSE ceiling. Mount is one such mount started by us, which knows how to leave;
 find_tools() chooses (and with --peers installs) the peers, collect_versions()
 records what ran. The boto3 ceilings need no mount: see workloads.py.
 """
@@ -161,16 +162,28 @@ def collect_versions(tools: list[str]) -> dict[str, str]:
     return versions
 
 
-def start_mount(tool: str, bucket: str, mnt: Path, work: Path, endpoint: str, args: argparse.Namespace) -> Mount:
-    """Start `tool`'s mount of `bucket` at `mnt` (not yet waited for); its files go in `work`."""
+def data_cache_dir(tool: str, work: Path) -> Path:
+    """Where `tool` keeps file data on local disk when a workload mounts it with a data
+    cache: s3fsmpu under its --cache-dir (so its log stays in one place), the peers in
+    a directory of their own."""
+    return work / "cache-s3fsmpu" / "data" if tool == "s3fsmpu" else work / f"datacache-{tool}"
+
+
+def start_mount(tool: str, bucket: str, mnt: Path, work: Path, endpoint: str, args: argparse.Namespace,
+                cache_size: int = 0) -> Mount:
+    """Start `tool`'s mount of `bucket` at `mnt` (not yet waited for); its files go in `work`.
+    With `cache_size` the tool keeps file data in data_cache_dir() (s3fsmpu --cache-size,
+    s3fs -o use_cache, which has no size limit, rclone --vfs-cache-mode full)."""
     P = args.part_size
     conc = args.concurrency
+    if cache_size and tool != "s3fsmpu":
+        data_cache_dir(tool, work).mkdir(parents=True, exist_ok=True)
     if tool == "s3fsmpu":
         cache = work / "cache-s3fsmpu"
         cmd = [str(VENV_BIN / "s3fsmpu"), "mount", bucket, str(mnt), "--endpoint-url", endpoint,
                "--region", "us-east-1", "--addressing-style", "path", "--part-size", str(P),
                "--upload-concurrency", str(conc), "--max-memory", str(args.max_memory),
-               "--cache-dir", str(cache), "--integrity", args.integrity]
+               "--cache-dir", str(cache), "--integrity", args.integrity, "--cache-size", str(cache_size)]
         r = run(cmd, timeout=120, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"s3fsmpu mount failed: {r.stderr.strip()}")
@@ -188,6 +201,8 @@ def start_mount(tool: str, bucket: str, mnt: Path, work: Path, endpoint: str, ar
                 f"parallel_count={conc}", f"multipart_size={max(5, P // MIB)}", "dbglevel=warn"]
         if tool == S3FS_MD5:
             opts.append("enable_content_md5")
+        if cache_size:
+            opts.append(f"use_cache={data_cache_dir(tool, work)}")
         proc = subprocess.Popen(["s3fs", bucket, str(mnt), "-f", "-o", ",".join(opts)],
                                 stdout=open(logp, "a"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return Mount(tool, mnt, proc.pid, proc, logp)
@@ -205,7 +220,9 @@ def start_mount(tool: str, bucket: str, mnt: Path, work: Path, endpoint: str, ar
                "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
                "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
                "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true"})
-        cmd = ["rclone", "mount", f"bench:{bucket}", str(mnt), "--vfs-cache-mode", "off",
+        cache_opts = (["--vfs-cache-mode", "full", "--cache-dir", str(data_cache_dir(tool, work)),
+                       "--vfs-cache-max-size", str(cache_size)] if cache_size else ["--vfs-cache-mode", "off"])
+        cmd = ["rclone", "mount", f"bench:{bucket}", str(mnt), *cache_opts,
                "--s3-chunk-size", f"{P // 1024}k", "--s3-upload-concurrency", str(conc),
                "--log-file", str(logp), "--log-level", "NOTICE"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(logp, "a"),

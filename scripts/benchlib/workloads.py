@@ -1,9 +1,12 @@
 """The workloads and their data: the SIZE source file (random, with the
-multipart ETag it must get), the rsync tree and the ls directory; the
-ceilings (boto3 multipart PUT and ranged GET, the serial rsync request floor,
-dd through fuse_null) and, per tool, cp in, cat out, rsync -a twice and ls -l,
-each checked against what it should have produced. Each returns a Sample; the
-run (run.py) supplies the bucket, the mount and the measuring around it.
+multipart ETag it must get), the rsync tree and the listed directories (ls,
+bigdir); the ceilings (boto3 multipart PUT and ranged GET, the serial rsync
+request floor, dd through fuse_null) and, per tool, cp in, cat out, rsync -a
+twice, ls -l, and ls -f, ls -l and find of the big directory, each checked
+against what it should have produced. Each returns a Sample; the run (run.py)
+supplies the bucket, the mount and the measuring around it. The read
+workloads that read the same bytes again (reread, random) are in
+workloads_reads.py.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from .common import MIB, log, use_project
 from .measure import Sample, settle, timed, warm
@@ -27,10 +30,19 @@ from .systems import S3FS_MD5, Mount, read_ahead_kb, start_fuse_null, wait_mount
 if TYPE_CHECKING:
     from .run import Bench
 
-WORKLOADS = ["server-put", "server-get", "server-rsync", "fuse-write", "fuse-read", "cp", "cat", "rsync", "ls"]
+WORKLOADS = ["server-put", "server-get", "server-rsync", "fuse-write", "fuse-read", "cp", "cat", "rsync", "ls",
+             "reread", "random", "bigdir"]
 GROUPS = {"server": ["server-put", "server-get", "server-rsync"], "fuse": ["fuse-write", "fuse-read"],
           "ceilings": ["server-put", "server-get", "server-rsync", "fuse-write", "fuse-read"],
-          "tools": ["cp", "cat", "rsync", "ls"]}
+          "tools": ["cp", "cat", "rsync", "ls"], "reads": ["reread", "random"], "dirs": ["bigdir"]}
+TOOL_WORKLOADS = GROUPS["tools"] + GROUPS["reads"] + GROUPS["dirs"]  # through a mount, per tool
+# a read workload's phases: cold (fresh mount, empty caches), warm (again in that mount: the
+# page cache), disk (after a remount with the page cache dropped: the tool's data cache)
+READ_PHASES = ("cold", "warm", "disk")
+BIGDIR_COMMANDS = {"bigdir-ls-f": ["ls", "-f"], "bigdir-ls-l": ["ls", "-l"], "bigdir-find": ["find"]}
+# the report's rows of the workloads measured as several
+ROWS = {"rsync": ["rsync-1", "rsync-2"], "bigdir": list(BIGDIR_COMMANDS),
+        **{w: [f"{w}-{p}" for p in READ_PHASES] for w in GROUPS["reads"]}}
 TREE_SMALL_DIRS, TREE_SMALL_FILES, TREE_SMALL_SIZE = 20, 50, 4096
 TREE_BIG_FILES, TREE_BIG_SIZE = 5, 40 * MIB
 TREE_FILES = TREE_SMALL_DIRS * TREE_SMALL_FILES + TREE_BIG_FILES
@@ -95,12 +107,39 @@ def make_tree(tree: Path) -> None:
                 f.write(os.urandom(8 * MIB))
 
 
-def populate_ls(client: Any, bucket: str) -> None:
-    def put(i: int) -> None:
-        client.put_object(Bucket=bucket, Key=f"ls{LS_ENTRIES}/entry-{i:05d}.txt", Body=b"ls-bench\n")
+def rows_of(workload: str) -> list[str]:
+    """The report's rows of `workload`, in order."""
+    return ROWS.get(workload, [workload])
 
-    with cf.ThreadPoolExecutor(16) as ex:
-        list(ex.map(put, range(LS_ENTRIES)))
+
+class ListedDir(NamedTuple):
+    """A directory of `entries` objects that a workload lists, with each of its commands (one row each)."""
+
+    workload: str
+    prefix: str
+    entries: int
+    body: bytes
+    commands: dict[str, list[str]]
+
+
+def listed_dirs(b: Bench) -> list[ListedDir]:
+    """The chosen workloads' directories to list."""
+    dirs = [ListedDir("ls", f"ls{LS_ENTRIES}", LS_ENTRIES, b"ls-bench\n", {"ls": ["ls", "-l"]}),
+            ListedDir("bigdir", f"bigdir{b.args.bigdir_keys}", b.args.bigdir_keys, b"x", BIGDIR_COMMANDS)]
+    return [d for d in dirs if d.workload in b.only]
+
+
+def populate_dirs(b: Bench, bucket: str) -> None:
+    """The listed directories in `bucket`: their objects written by boto3 in parallel,
+    so the mount knows them only from LIST (as another client's objects)."""
+    for d in listed_dirs(b):
+        log(f"creating {d.entries} objects for {d.workload} in {bucket} ...")
+
+        def put(i: int, d: ListedDir = d) -> None:
+            b.client.put_object(Bucket=bucket, Key=f"{d.prefix}/entry-{i:06d}.txt", Body=d.body)
+
+        with cf.ThreadPoolExecutor(16) as ex:
+            list(ex.map(put, range(d.entries)))
 
 
 def ensure_big(b: Bench, bucket: str) -> None:
@@ -254,8 +293,18 @@ def fuse_ceiling(b: Bench) -> None:
 
 
 # ---- per tool ----------------------------------------------------------------------
+def listing(cmd: list[str], path: Path, expect: int, timeout: float) -> Callable[[Mount], Sample]:
+    """`cmd path` through the mount, its seconds, and the entries it printed (the
+    lines naming an entry-*: not ls -l's total, find's directory or ls -f's . and ..)."""
+    def go(m: Mount) -> Sample:
+        secs, out = timed([*cmd, str(path)], timeout, stdout=subprocess.PIPE)
+        n = sum(1 for ln in out.splitlines() if "entry-" in ln)
+        return Sample(secs, None if n == expect else f"listed {n} of {expect}", {"entries": n})
+    return go
+
+
 def run_tool(b: Bench, tool: str) -> None:
-    """cp, cat, rsync (first and second run) and ls through `tool`, each on a fresh mount."""
+    """cp, cat, rsync (first and second run), ls and bigdir through `tool`, each on a fresh mount."""
     bucket = b.buckets[tool]
     mnt = b.work / f"mnt-{tool}"
     T = b.args.timeout
@@ -306,40 +355,36 @@ def run_tool(b: Bench, tool: str) -> None:
                                        "files_transferred": n})
         return go
 
-    def rsync_both() -> Sample:
+    def rsync_both(record: Callable[[str, Sample], None]) -> None:
         empty_bucket(b.client, bucket, "rsync/")
         s1 = b.with_mount(tool, rsync_run(), workload="rsync-1")
         n, total = count_keys(b.client, bucket, "rsync/")
         s1.extra["objects"] = n
         if (n, total) != (TREE_FILES, TREE_BYTES):
             s1.error = f"bucket holds {n} files / {total} bytes, expected {TREE_FILES} / {TREE_BYTES}"
-        b.record("rsync-1", tool, s1)
+        record("rsync-1", s1)
         s2 = b.with_mount(tool, rsync_run(), workload="rsync-2")
         if s2.extra.get("files_transferred"):
             s2.extra["note"] = "second run re-copied files (quick check failed)"
-        return s2
-
-    def ls(m: Mount) -> Sample:
-        secs, out = timed(["ls", "-l", f"{mnt}/ls{LS_ENTRIES}"], T, stdout=subprocess.PIPE)
-        n = sum(1 for ln in out.splitlines() if not ln.startswith("total"))
-        return Sample(secs, None if n == LS_ENTRIES else f"listed {n} of {LS_ENTRIES}", {"entries": n})
+        record("rsync-2", s2)
 
     # cp: source in page cache, fresh mount
     b.attempt("cp", tool, cp_and_verify)
     if tool == S3FS_MD5:
-        empty_bucket(b.client, bucket, "big.bin")
         return
     b.attempt("cat", tool, cat_prepared)
-    if "rsync" in b.only:
-        try:
-            s2 = rsync_both()
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            s2 = Sample(error=f"{type(exc).__name__}: {exc}"[:500])
-            if ("rsync-1", tool) not in b.samples:
-                b.record("rsync-1", tool, Sample(error=s2.error))
-        b.record("rsync-2", tool, s2)
-    b.attempt("ls", tool, lambda: b.with_mount(tool, ls, workload="ls"))
-    empty_bucket(b.client, bucket, "big.bin")
-    empty_bucket(b.client, bucket, "rsync/")
+    b.attempt_rows("rsync", rows_of("rsync"), tool, rsync_both)
+
+    def list_dir(d: ListedDir, row: str, cmd: list[str]) -> None:
+        go = listing(cmd, mnt / d.prefix, d.entries, T)
+        b.attempt(d.workload, tool, lambda: b.with_mount(tool, go, workload=row), row=row)
+
+    for d in listed_dirs(b):  # each command on a fresh mount, caches dropped
+        for row, cmd in d.commands.items():
+            list_dir(d, row, cmd)
+
+
+def clear_tool(b: Bench, tool: str) -> None:
+    """What the workloads wrote into `tool`'s bucket, gone before the next tool's turn."""
+    empty_bucket(b.client, b.buckets[tool], "big.bin")
+    empty_bucket(b.client, b.buckets[tool], "rsync/")
