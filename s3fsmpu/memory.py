@@ -127,9 +127,8 @@ def return_big_buffers_to_the_os(threshold: int = 4 << 20) -> bool:
     (77 vs 64 MiB), for no CPU saved (1.9 vs 1.85 s on moto). False where
     there is no glibc.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
+        libc = _libc()
         ok = libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) \
             and bool(libc.mallopt(M_ARENA_MAX, 1))
     except (OSError, AttributeError):
@@ -141,8 +140,14 @@ def return_big_buffers_to_the_os(threshold: int = 4 << 20) -> bool:
 def trim_heap() -> bool:
     """Hand the heap's free pages back to the OS (glibc malloc_trim): what starting up
     parsed and dropped (botocore's data) otherwise stays in the mount's RSS for good."""
-    name = ctypes.util.find_library("c")
     try:
-        return bool(ctypes.CDLL(name).malloc_trim(0)) if name else False
+        libc = _libc()
+        return bool(libc.malloc_trim(0)) if libc is not None else False
     except (OSError, AttributeError):
         return False
+
+
+def _libc() -> ctypes.CDLL | None:
+    """glibc, for mallopt and malloc_trim (None where there is no C library to find)."""
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None

@@ -108,8 +108,7 @@ class Changes(Attributes):
 
     async def _unlink_file(self, node: Node, path: str) -> None:
         if node.writer is not None:
-            await node.writer.keep_base()  # still open: it reads on after its object is gone
-            node.writer.discard()  # and its upload must not bring the name back
+            await node.writer.discard()  # still open: reads on, and its upload must not bring the name back
         if node.writer is None or node.etag is not None or await self._exists_key(self.key_of(path)):
             await self._delete_version(self.key_of(path), node.etag)
         self.metacache.delete(self.key_of(path))
@@ -144,8 +143,7 @@ class Changes(Attributes):
         writing = [n for n in self.inodes.subtree(old_path) if n.writer is not None]
         replaced = self.inodes.by_path(new_path)
         if replaced is not None and replaced is not node and replaced.writer is not None:
-            await replaced.writer.keep_base()  # open, it reads on after its object is replaced
-            replaced.writer.discard()  # its name now belongs to the renamed file
+            await replaced.writer.discard()  # its name now belongs to the renamed file
         target = self._known(replaced if replaced is not node else None)
         # files being written move with their sessions, held still meanwhile: nothing of
         # them is published under the old name (an upload in progress is bound to the old

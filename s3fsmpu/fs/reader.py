@@ -50,7 +50,6 @@ class _Chunk:
     held: int = 0  # bytes of the memory budget this chunk holds
     fetching: bool = False  # a GET runs for it: its bytes are not free until it ends
     dropped: bool = False
-    cancelled: bool = False  # its GET was cancelled: dropped while a read may still wait for it
 
 
 class Reader:
@@ -110,7 +109,7 @@ class Reader:
             await c.done.wait()
             if c.error is not None:
                 self._drop(lambda j: j == i)  # noqa: B023 - called at once
-                if c.cancelled:  # dropped by another read of this file meanwhile: not an error of S3's
+                if c.scope.cancelled_caught:  # dropped by another read of this file meanwhile, not S3's error
                     pieces.append(await self._get(lo, hi))
                     continue
                 raise c.error
@@ -157,7 +156,6 @@ class Reader:
                     log.exception("prefetch of %r bytes %d-%d failed", self.key, start, end)
                     c.error = exc
             if c.scope.cancelled_caught and c.error is None and not c.data:
-                c.cancelled = True
                 c.error = S3Error("Cancelled", self.key, "prefetch dropped", "GetObject")
         finally:
             c.fetching = False

@@ -90,19 +90,6 @@ class UploadSession(PartTraffic):
             self._released_parts = 0
             self.spool.truncate(size)
 
-    async def keep_base(self) -> None:
-        """The base object is about to go (an unlink, a rename over this file's name): fetch
-        what of it the spool lacks, so the file open here still reads whole. A base already
-        gone leaves those ranges unreadable (said once), not the unlink failed."""
-        async with self._lock:
-            if self.base_key is None:
-                return
-            try:
-                await self._ensure_loaded(0, self.plan.size)
-            except S3Error as exc:
-                log.warning("%r: could not keep the bytes of its open version before it goes: %s",
-                            self.key, exc)
-
     async def _ensure_loaded(self, start: int, end: int) -> None:
         """Fetch the base bytes of [start, end) that are not in the spool (caller holds the lock)."""
         for s, e in self.plan.missing_base(start, end):
@@ -200,9 +187,20 @@ class UploadSession(PartTraffic):
             self.spool.close(delete=self.failed is None)
             self.up.sessions.discard(self)
 
-    def discard(self) -> None:
-        """The file was unlinked while open: finish nothing, abort what was started at close."""
-        self.discarded = True
+    async def discard(self) -> None:
+        """The file lost its name while open (unlink, a rename over it): finish nothing, abort
+        what was started at close. Its object goes now, so what of it the spool lacks is fetched
+        first: the open file still reads whole. A base already gone leaves those ranges
+        unreadable (said once); the unlink goes on."""
+        async with self._lock:
+            self.discarded = True
+            if self.base_key is None:
+                return
+            try:
+                await self._ensure_loaded(0, self.plan.size)
+            except S3Error as exc:
+                log.warning("%r: could not keep the bytes of its open version before it goes: %s",
+                            self.key, exc)
 
     def set_meta(self, meta: WriteMeta) -> None:
         """New attributes ride on the upload if it has not been created yet."""
