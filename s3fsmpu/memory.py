@@ -105,6 +105,39 @@ class MemoryBudget:
         self._changed = trio.Event()
 
 
+class BufferPool:
+    """Chunk buffers that outlive their chunk, so a sequential reader reuses them.
+
+    An 8 MiB bytes object per GET is a fresh mapping (the mmap threshold is
+    fixed below it): 2,048 page faults to fill it and an munmap to free it,
+    about 0.45 CPU s per GiB read on radosgw, as much as the GETs themselves.
+    A reader takes a buffer for each whole chunk and gives it back when the
+    chunk is dropped; up to `keep` wait for the next chunk, and all of them
+    go once no reader holds any, so an idle mount holds none. The budget
+    still counts the chunks: a pooled buffer is only ever held by one.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self.out = 0  # buffers held by chunks
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        self.out += 1
+        while self._free:
+            buf = self._free.pop()
+            if len(buf) == size:
+                return buf
+        return bytearray(size)
+
+    def give(self, buf: bytearray) -> None:
+        self.out -= 1
+        if self.out == 0:
+            self._free.clear()
+        elif len(self._free) < self.keep:
+            self._free.append(buf)
+
+
 def memory_snapshot(budget: MemoryBudget) -> dict[str, int]:
     """The budget as `s3fsmpu status` and the metrics show it."""
     return {"buffered_bytes": budget.writing, "read_ahead_bytes": budget.reading, "max_memory": budget.total}

@@ -24,7 +24,8 @@ from s3fsmpu.store.wrapper import StoreWrapper
 log = logging.getLogger(__name__)
 
 OPERATION = {
-    "head": "HeadObject", "get_range": "GetObject", "list_page": "ListObjectsV2", "put": "PutObject",
+    "head": "HeadObject", "get_range": "GetObject", "get_range_into": "GetObject", "list_page": "ListObjectsV2",
+    "put": "PutObject",
     "copy": "CopyObject", "delete": "DeleteObject", "create_multipart": "CreateMultipartUpload",
     "upload_part": "UploadPart", "upload_part_copy": "UploadPartCopy",
     "complete_multipart": "CompleteMultipartUpload", "abort_multipart": "AbortMultipartUpload",
@@ -104,6 +105,8 @@ class InstrumentedStore(StoreWrapper):
             self.metrics.observe(OPERATION[name], outcome, time.monotonic() - t0)
         if isinstance(result, bytes):
             self.metrics.bytes_down += len(result)
+        elif name == "get_range_into":
+            self.metrics.bytes_down += result
         self.metrics.bytes_up += sum(a.length for a in args if isinstance(a, Body))
         return result
 

@@ -205,10 +205,10 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         raise UserError("--upload-concurrency must be at least 1")
     if args.max_memory < part_size:
         raise UserError("--max-memory must be at least --part-size")
-    from s3fsmpu.cache import BLOCK_SIZE  # here: awscrt is not for every command
+    from s3fsmpu.cache import MIN_SIZE  # here: awscrt is not for every command
 
-    if 0 < args.cache_size < BLOCK_SIZE:
-        raise UserError(f"--cache-size must be 0 (off) or at least one block ({BLOCK_SIZE >> 20}MiB)")
+    if 0 < args.cache_size < MIN_SIZE:
+        raise UserError(f"--cache-size must be 0 (off) or at least {MIN_SIZE >> 20}MiB")
     if args.sse_kms_key_id and args.sse != "aws:kms":
         raise UserError("--sse-kms-key-id needs --sse aws:kms")
     algorithm = None if args.checksum_algorithm == "none" else args.checksum_algorithm

@@ -9,19 +9,20 @@ Contract for the callers (the read path, the upload path, the namespace):
 
 - Blocks. An object version is (key, ETag). Block i of it holds bytes
   [i * BLOCK_SIZE, min(size, (i + 1) * BLOCK_SIZE)): block index =
-  offset // BLOCK_SIZE. Every block is BLOCK_SIZE long except the last,
-  which is shorter; an empty object has none. BLOCK_SIZE is the reader's
-  chunk (`s3fsmpu.fs.reader.CHUNK`, 8 MiB), so one cached block answers
-  one chunk fetch. Only whole blocks are put; the cache does not know the
-  object's size, so the caller checks that a hit has the length it expects
-  (anything else is a caller bug: treat it as a miss).
-- Reading. Before a ranged GET of chunk i of an object whose ETag is known,
-  `get(key, etag, i)`. Bytes: use them, no request (they were verified:
-  the block's CRC32C matched and its header names this key, ETag and
-  index). None: fetch the chunk as today (the GET carries If-Match: ETag,
-  so the bytes are of that version), then `put(key, etag, i, data)`. A
-  random read that fetches less than a whole block puts nothing (or, the
-  reader's choice, fetches the whole block when the cache is on). An
+  offset // BLOCK_SIZE. Every block is BLOCK_SIZE (1 MiB) long except the
+  last, which is shorter; an empty object has none. The reader's chunk
+  (`s3fsmpu.fs.reader.CHUNK`, 8 MiB) is a whole number of blocks, so a
+  chunk is read from its blocks; a random read of a few KiB fetches and
+  keeps the one or two blocks around it, which is what makes random reads
+  cheap after a remount. The cache does not know the object's size: the
+  caller asks for a block with the length it expects (`get_into`), and a
+  block of another length is not that block.
+- Reading. Before a ranged GET of bytes of an object whose ETag is known,
+  `get_into(key, etag, i, buf)` for each block the range covers. True: buf
+  holds the block, no request (it was verified: the block's CRC32C matched
+  and its header names this key, ETag and index). False: GET what is
+  missing (the GET carries If-Match: ETag, so the bytes are of that
+  version), then `put(key, etag, i, data)` each whole block fetched. An
   object with no ETag is never cached.
 - Writing. Once an upload is published and its ETag is known (PutObject's
   answer, or the verified Complete), the uploader may put what it sent,
@@ -51,17 +52,19 @@ from typing import Protocol
 
 from s3fsmpu.cache.disk import DiskDataCache
 
-__all__ = ["BLOCK_SIZE", "DataCache", "DiskDataCache", "open_data_cache"]
+__all__ = ["BLOCK_SIZE", "MIN_SIZE", "DataCache", "DiskDataCache", "open_data_cache"]
 
-BLOCK_SIZE = 8 << 20  # == s3fsmpu.fs.reader.CHUNK (a test holds them equal)
+BLOCK_SIZE = 1 << 20  # divides s3fsmpu.fs.reader.CHUNK (a test holds it so)
+# --cache-size's least: one reader chunk (8 MiB), whose blocks are kept together
+MIN_SIZE = 8 << 20
 
 
 class DataCache(Protocol):
     """What the read and write paths call; see the module docstring for when."""
 
-    def get(self, key: str, etag: str, index: int) -> bytes | None: ...
+    def get_into(self, key: str, etag: str, index: int, buf: memoryview) -> bool: ...
 
-    def put(self, key: str, etag: str, index: int, data: bytes) -> None: ...
+    def put(self, key: str, etag: str, index: int, data: bytes | memoryview) -> None: ...
 
     def forget(self, key: str) -> None: ...
 

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from awscrt.checksums import crc32c
 
 MAGIC = b"S3FC"
-VERSION = 1
+VERSION = 2  # 2: blocks of 1 MiB (1: 8 MiB, the reader's chunk)
 # magic, version, key length, ETag length, block index, payload length, CRC32C of the payload
 _HEADER = struct.Struct("<4sBxHHQQI")
 DIGEST_SIZE = 16  # 8 bytes naming the key (its directory) + 8 naming the block
+
+
+class RawFile(Protocol):
+    """An unbuffered file (`open(path, "rb", buffering=0)`): readinto fills the caller's buffer."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 class CorruptBlock(Exception):
@@ -39,7 +47,7 @@ def block_digest(key: str, etag: str, index: int) -> bytes:
     return key_digest(key) + h.digest()
 
 
-def header(key: str, etag: str, index: int, data: bytes) -> bytes:
+def header(key: str, etag: str, index: int, data: bytes | memoryview) -> bytes:
     """What precedes `data` in its block file."""
     kb, eb = key.encode(), etag.encode()
     return _HEADER.pack(MAGIC, VERSION, len(kb), len(eb), index, len(data), crc32c(data)) + kb + eb
@@ -47,6 +55,29 @@ def header(key: str, etag: str, index: int, data: bytes) -> bytes:
 
 def read_block(f: BinaryIO, key: str, etag: str, index: int) -> bytes:
     """The payload of an open block file, verified; raises CorruptBlock otherwise."""
+    length, crc = _check_header(f, key, etag, index)
+    data = f.read(length + 1)  # one more: a file longer than its header says is not whole either
+    _check_payload(data, length, crc)
+    return data
+
+
+def read_block_into(f: RawFile, key: str, etag: str, index: int, buf: memoryview) -> int:
+    """Fill `buf` with the payload of an open block file, verified; CorruptBlock unless
+    the payload is exactly len(buf) bytes, whole. `f` unbuffered: the bytes go straight in."""
+    length, crc = _check_header(f, key, etag, index)
+    if length != len(buf):
+        raise CorruptBlock(f"{length} bytes where the object has {len(buf)}")
+    got = 0
+    while got < length and (n := f.readinto(buf[got:])):
+        got += n
+    if f.read(1):
+        got += 1
+    _check_payload(buf[:got], length, crc)
+    return length
+
+
+def _check_header(f: BinaryIO | RawFile, key: str, etag: str, index: int) -> tuple[int, int]:
+    """Read and check the header of the block asked for: (payload length, its CRC32C)."""
     fixed = f.read(_HEADER.size)
     if len(fixed) < _HEADER.size:
         raise CorruptBlock(f"short header ({len(fixed)} bytes)")
@@ -56,9 +87,11 @@ def read_block(f: BinaryIO, key: str, etag: str, index: int) -> bytes:
     kb, eb = key.encode(), etag.encode()
     if (klen, elen, got_index) != (len(kb), len(eb), index) or f.read(klen + elen) != kb + eb:
         raise CorruptBlock("header names another block")
-    data = f.read(length + 1)  # one more: a file longer than its header says is not whole either
+    return length, crc
+
+
+def _check_payload(data: bytes | memoryview, length: int, crc: int) -> None:
     if len(data) != length:
         raise CorruptBlock(f"{len(data)} bytes where the header says {length}")
     if crc32c(data) != crc:
         raise CorruptBlock("CRC32C mismatch")
-    return data

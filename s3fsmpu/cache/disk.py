@@ -19,6 +19,7 @@ replaced whole (rename), so a reader sees an old block or a new one.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -26,11 +27,14 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from s3fsmpu.cache import blockfile
 from s3fsmpu.cache.blockfile import CorruptBlock, block_digest, key_digest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TMP = "tmp"
 STALE_TMP = 600.0  # seconds; a temporary file older than this is a crashed put's leftover
@@ -66,6 +70,14 @@ class DiskDataCache:
     # ---- the interface --------------------------------------------------------
     def get(self, key: str, etag: str, index: int) -> bytes | None:
         """Block `index` of (key, etag), verified; None if absent or corrupt (then it is dropped)."""
+        return self._read(key, etag, index, lambda f: blockfile.read_block(f, key, etag, index))
+
+    def get_into(self, key: str, etag: str, index: int, buf: memoryview) -> bool:
+        """Fill `buf` with block `index` of (key, etag), verified and exactly len(buf) long;
+        False if absent or not so (a block that is not whole is dropped)."""
+        return self._read(key, etag, index, lambda f: blockfile.read_block_into(f, key, etag, index, buf)) is not None
+
+    def _read(self, key: str, etag: str, index: int, read: Callable[[io.FileIO], T]) -> T | None:
         digest = block_digest(key, etag, index)
         with self._lock:
             if digest not in self._lru:
@@ -74,9 +86,9 @@ class DiskDataCache:
         path = self._path(digest)
         inode = ANY  # until the file is open: an unreadable file goes whatever it is
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb", buffering=0) as f:
                 inode = os.fstat(f.fileno()).st_ino
-                data = blockfile.read_block(f, key, etag, index)
+                data = read(f)
         except FileNotFoundError:  # removed behind our back: forget it quietly
             self._drop(digest, None)
             return None
@@ -88,7 +100,7 @@ class DiskDataCache:
             os.utime(path)  # the LRU order a remount starts from
         return data
 
-    def put(self, key: str, etag: str, index: int, data: bytes) -> None:
+    def put(self, key: str, etag: str, index: int, data: bytes | memoryview) -> None:
         """Keep block `index` of (key, etag), evicting LRU blocks; disk trouble is logged, not raised."""
         if len(data) > self.block_size:
             raise ValueError(f"a block holds at most {self.block_size} bytes, not {len(data)}")

@@ -23,11 +23,22 @@ class CacheAccess:
         self.block_size = block_size
         self._limiter = trio.CapacityLimiter(CACHE_THREADS)
 
-    async def get(self, key: str, etag: str, index: int) -> bytes | None:
-        return await trio.to_thread.run_sync(self.cache.get, key, etag, index, limiter=self._limiter)
+    async def read_blocks(self, key: str, etag: str, first: int, buf: memoryview) -> list[bool]:
+        """Fill `buf` from blocks first, first + 1, ... (as many as it spans; the last may
+        be short at the object's end): which of them were there, verified."""
+        def run() -> list[bool]:
+            return [self.cache.get_into(key, etag, first + i, buf[off : off + self.block_size])
+                    for i, off in enumerate(range(0, len(buf), self.block_size))]
 
-    async def put(self, key: str, etag: str, index: int, data: bytes) -> None:
-        await trio.to_thread.run_sync(self.cache.put, key, etag, index, data, limiter=self._limiter)
+        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+
+    async def put_blocks(self, key: str, etag: str, first: int, data: memoryview) -> None:
+        """Keep `data` as blocks first, first + 1, ... (whole blocks, or the object's last)."""
+        def run() -> None:
+            for i, off in enumerate(range(0, len(data), self.block_size)):
+                self.cache.put(key, etag, first + i, data[off : off + self.block_size])
+
+        await trio.to_thread.run_sync(run, limiter=self._limiter)
 
     async def forget(self, key: str) -> None:
         await trio.to_thread.run_sync(self.cache.forget, key, limiter=self._limiter)

@@ -125,7 +125,8 @@ class OpenFiles(Namespace):
         assert node.writer is not None
         await node.writer.set_base(self.key_of(node.path), node.etag, node.size)
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+        """A memoryview answer is valid only until the caller next yields (fs/reader.py)."""
         handle = self._handles[fh]
         node = handle.node
         if node.writer is not None:
@@ -135,7 +136,8 @@ class OpenFiles(Namespace):
             if handle.reader is not None:
                 handle.reader.close()
             handle.reader = Reader(self.store, key, handle.size, handle.etag, self.config.read_ahead,
-                                   self.nursery, self.read_chunk, self.data_cache, self.budget)
+                                   self.nursery, self.read_chunk, self.data_cache, self.budget,
+                                   self.read_buffers)
         return await handle.reader.read(offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:

@@ -34,7 +34,7 @@ from s3fsmpu.fs.listing import Listing
 from s3fsmpu.fs.metacache import MetadataCache
 from s3fsmpu.fs.node_locks import NodeLocks
 from s3fsmpu.fs.reader import CHUNK, Reader
-from s3fsmpu.memory import MemoryBudget
+from s3fsmpu.memory import BufferPool, MemoryBudget
 from s3fsmpu.retry import RetryPolicy
 from s3fsmpu.store.base import ABSENT, Expect, ObjectInfo, ObjectStore, WriteMeta
 from s3fsmpu.store.retrying import RetryingStore
@@ -97,6 +97,7 @@ class FsState:
         self.budget = budget or (uploader.budget if uploader is not None else
                                  MemoryBudget(config.upload.max_memory, config.upload.max_memory))
         self.read_chunk = CHUNK  # the size of a read-ahead GET (tests make it small)
+        self.read_buffers = BufferPool()  # whole chunks' buffers, reused by the readers
         up = config.upload
         self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
         self.store: ObjectStore = RetryingStore(store, self.policy)

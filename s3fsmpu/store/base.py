@@ -197,6 +197,11 @@ class ObjectStore(Protocol):
         """Bytes [start, end); with `etag`, fail (PreconditionFailed) if the object changed."""
         ...
 
+    async def get_range_into(self, key: str, start: int, buf: memoryview, etag: str | None = None) -> int:
+        """Bytes [start, start + len(buf)) into `buf`, as get_range; returns how many came
+        (fewer only at the object's end). For reads into reused buffers: no new bytes object."""
+        ...
+
     async def list_page(
         self, prefix: str, delimiter: str | None = "/", token: str | None = None, max_keys: int = 1000
     ) -> ListPage: ...

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import botocore.exceptions as bexc
 import trio
+from botocore.response import StreamingBody
 
 from s3fsmpu.config import ConnectionConfig, UploadConfig
 from s3fsmpu.errors import S3Error
@@ -48,6 +49,9 @@ from s3fsmpu.store.base import (
 from s3fsmpu.store.boto3_client import chain_credentials, make_client, translate
 
 log = logging.getLogger(__name__)
+# a response body is read into a reused buffer in pieces this big: each piece is a
+# bytes object below the mmap threshold (s3fsmpu/memory.py), which the heap reuses
+BODY_PIECE = 1 << 20
 T = TypeVar("T")
 
 # the parameter name botocore uses for each flexible checksum algorithm
@@ -183,23 +187,44 @@ class Boto3Store:
             resp.get("ContentType"),
         )
 
+    def _get_object(self, key: str, start: int, end: int, etag: str | None) -> Any:
+        """GetObject of bytes [start, end), pinned to `etag` if given (in a worker thread)."""
+        args: dict[str, Any] = {"Range": f"bytes={start}-{end - 1}"}
+        if etag:
+            args["IfMatch"] = f'"{etag}"'
+        return self.client.get_object(Bucket=self.bucket, Key=key, **args, **self._extra("GetObject"))
+
+    async def _ranged(self, key: str, run: Callable[[], T], past_the_end: T) -> T:
+        try:
+            return await self._call("GetObject", key, run)
+        except S3Error as exc:
+            if exc.code == "InvalidRange":  # reading at or past the end
+                return past_the_end
+            raise
+
     async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
         if end <= start:
             return b""
 
         def run() -> bytes:
-            args: dict[str, Any] = {"Range": f"bytes={start}-{end - 1}"}
-            if etag:
-                args["IfMatch"] = f'"{etag}"'
-            resp = self.client.get_object(Bucket=self.bucket, Key=key, **args, **self._extra("GetObject"))
-            return resp["Body"].read()  # type: ignore[no-any-return]
+            return self._get_object(key, start, end, etag)["Body"].read()  # type: ignore[no-any-return]
 
-        try:
-            return await self._call("GetObject", key, run)
-        except S3Error as exc:
-            if exc.code == "InvalidRange":  # reading at or past the end
-                return b""
-            raise
+        return await self._ranged(key, run, b"")
+
+    async def get_range_into(self, key: str, start: int, buf: memoryview, etag: str | None = None) -> int:
+        if not len(buf):
+            return 0
+
+        # the thread writes into buf until it returns: _call never abandons a thread on
+        # cancel, so a buffer is free again once this returns or raises (fs/reader.py)
+        def run() -> int:
+            body = self._get_object(key, start, start + len(buf), etag)["Body"]
+            try:
+                return read_body_into(body, buf)
+            finally:
+                body.close()
+
+        return await self._ranged(key, run, 0)
 
     async def list_page(
         self, prefix: str, delimiter: str | None = "/", token: str | None = None, max_keys: int = 1000
@@ -407,3 +432,19 @@ class Boto3Store:
                 marker = resp["NextPartNumberMarker"]
 
         return await self._call("ListParts", key, run)
+
+
+def read_body_into(body: Any, buf: memoryview) -> int:
+    """Fill `buf` from a GetObject body; returns the bytes the body held (more than
+    len(buf) when it was longer). botocore checks the Content-Length when the body ends."""
+    if type(body) is not StreamingBody:  # a checksum-validating body checks in read() only
+        data = body.read()
+        buf[: min(len(data), len(buf))] = data[: len(buf)]
+        return len(data)
+    got = 0
+    while got < len(buf):
+        n = body.readinto(buf[got : got + BODY_PIECE])
+        if not n:
+            return got
+        got += n
+    return got + int(body.readinto(memoryview(bytearray(1))))  # 0 at the end, and the length is checked

@@ -14,8 +14,8 @@ from typing import Any
 from s3fsmpu.retry import RetryPolicy, retrying
 from s3fsmpu.store.wrapper import StoreWrapper
 
-IDEMPOTENT = frozenset({"head", "get_range", "list_page", "delete", "put", "list_uploads", "list_parts",
-                        "check_bucket"})
+IDEMPOTENT = frozenset({"head", "get_range", "get_range_into", "list_page", "delete", "put", "list_uploads",
+                        "list_parts", "check_bucket"})
 
 
 class RetryingStore(StoreWrapper):

@@ -164,3 +164,56 @@ def test_a_read_waiting_for_a_chunk_that_another_read_drops_still_gets_its_bytes
         assert got["sequential"] == data[3 * CHUNK:3 * CHUNK + REQUEST]
 
     trio.run(main)
+
+
+class HeldGets(MemoryStore):
+    """GETs of ranges starting at a held offset wait until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__(min_part_size=PART)
+        self.held: dict[int, trio.Event] = {}
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        if start in self.held:
+            await self.held[start].wait()
+        return await super().get_range(key, start, end, etag)
+
+
+def test_a_read_across_two_chunks_keeps_its_first_piece_when_that_buffer_is_reused() -> None:
+    """Chunks' buffers are reused (BufferPool): a read that spans two chunks takes its
+    first piece, waits for the second, and meanwhile another read drops both chunks and a
+    new chunk refills the first one's buffer with other bytes. The first piece must be
+    what the file holds there, not what the buffer holds by then."""
+    from s3fsmpu.fs.reader import Reader
+    from s3fsmpu.memory import BufferPool
+
+    store = HeldGets()
+    data = blob(110 * CHUNK, seed=9)
+    far = 100 * CHUNK  # beyond the 2 MiB that still count as sequential
+
+    async def main() -> None:
+        await store.put("k", Body(len(data), data=data), WriteMeta())
+        etag = store.objects["k"].etag
+        async with trio.open_nursery() as nursery:
+            pool = BufferPool()
+            other = Reader(store, "k", len(data), etag, 4 * CHUNK, nursery, chunk=CHUNK, buffers=pool)
+            for offset in (0, REQUEST):  # another open file holds a chunk: the pool stays
+                assert bytes(await other.read(offset, REQUEST)) == data[offset:offset + REQUEST]
+            reader = Reader(store, "k", len(data), etag, 4 * CHUNK, nursery, chunk=CHUNK, buffers=pool)
+            assert await reader.read(0, REQUEST) == data[:REQUEST]
+            store.held[CHUNK] = trio.Event()  # chunk 1 hangs
+            got: dict[str, bytes] = {}
+
+            async def across() -> None:
+                got["across"] = bytes(await reader.read(CHUNK - REQUEST, 2 * REQUEST))
+
+            nursery.start_soon(across)  # chunk 0 arrives, chunk 1 does not
+            await trio.testing.wait_all_tasks_blocked()
+            for offset in range(far, far + 4 * REQUEST, REQUEST):  # the first drops every chunk,
+                assert bytes(await reader.read(offset, REQUEST)) == data[offset:offset + REQUEST]
+            await trio.testing.wait_all_tasks_blocked()  # the others fill the freed buffers again
+            store.held[CHUNK].set()
+            other.close()
+        assert got["across"] == data[CHUNK - REQUEST:CHUNK + REQUEST]
+
+    trio.run(main)
