@@ -98,16 +98,19 @@ class Reader:
         if offset >= self.size or size <= 0:
             return b""
         end = min(self.size, offset + size)
-        # the first read proves nothing: a file-type sniff reads 4 KiB and leaves
-        sequential = self._reads > 0 and abs(offset - self._next) <= NEAR
+        first, last = offset // self.chunk, (end - 1) // self.chunk
+        # the first read proves nothing: a file-type sniff reads 4 KiB and leaves; a read
+        # of chunks fetched ahead is the stream too (a kernel read-ahead larger than NEAR
+        # sends its requests out of order)
+        in_window = all(i in self._chunks for i in range(first, last + 1))
+        sequential = self._reads > 0 and (abs(offset - self._next) <= NEAR or in_window)
         self._reads += 1
         self._next = end
         if sequential:
             self._window = min(self.max_chunks, max(1, self._window * 2))
         else:
             self._window = 0
-        first, last = offset // self.chunk, (end - 1) // self.chunk
-        if not sequential and not all(i in self._chunks for i in range(first, last + 1)):
+        if not sequential:
             self._drop(lambda i: True)
             return await self._get(offset, end)  # random access: only what was asked
         # one chunk behind stays: the kernel's read-ahead requests arrive slightly out of order

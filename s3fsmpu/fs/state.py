@@ -97,7 +97,7 @@ class FsState:
         self.budget = budget or (uploader.budget if uploader is not None else
                                  MemoryBudget(config.upload.max_memory, config.upload.max_memory))
         self.read_chunk = CHUNK  # the size of a read-ahead GET (tests make it small)
-        self.read_buffers = BufferPool()  # whole chunks' buffers, reused by the readers
+        self.read_buffers = BufferPool(keep=2)  # whole chunks' buffers, reused by the readers
         up = config.upload
         self.policy = RetryPolicy(up.max_attempts, up.backoff_base, up.backoff_max)
         self.store: ObjectStore = RetryingStore(store, self.policy)
