@@ -111,6 +111,26 @@ def test_get_range_with_etag_precondition(case: StoreCase) -> None:
     case.run(t)
 
 
+def test_get_range_into_fills_the_buffer(case: StoreCase) -> None:
+    """What a reader's reused chunk buffer gets: the bytes, in place; fewer at the end."""
+    async def t(store: Any) -> None:
+        data = blob(700_000)  # more than one body piece
+        etag = await put(store, "k", data)
+        buf = bytearray(b"\xee" * 600_000)
+        assert await store.get_range_into("k", 50_000, memoryview(buf), etag) == 600_000
+        assert buf == data[50_000:650_000]
+        buf = bytearray(b"\xee" * 1000)
+        assert await store.get_range_into("k", 699_500, memoryview(buf)) == 500  # runs past the end
+        assert buf[:500] == data[699_500:] and buf[500:] == b"\xee" * 500
+        assert await store.get_range_into("k", 700_000, memoryview(bytearray(10))) == 0
+        await put(store, "k", blob(700_000, seed=1))  # the object changed
+        with pytest.raises(S3Error) as info:
+            await store.get_range_into("k", 0, memoryview(bytearray(10)), etag)
+        assert info.value.code == "PreconditionFailed"
+
+    case.run(t)
+
+
 def test_put_overwrites(case: StoreCase) -> None:
     async def t(store: Any) -> None:
         await put(store, "k", b"first version")
