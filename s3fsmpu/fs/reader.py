@@ -207,19 +207,25 @@ class Reader:
 
     async def _load(self, start: int, buf: memoryview) -> None:
         """Fill `buf` with bytes [start, start + len(buf)): from the data cache where its
-        blocks are (`start` is then a block's), one ranged GET for the rest, which is kept."""
+        blocks are (`start` is then a block's), a ranged GET for each run of missing
+        blocks, which are then kept. (One GET spanning them all fetched a whole chunk
+        after a remount, for two blocks that random reads had not kept.)"""
         if self.cache is None:
             return await self._fetch_into(start, buf)
         assert self.etag is not None
         bs = self.cache.block_size
         first = start // bs
         have = await self.cache.read_blocks(self.key, self.etag, first, buf)
-        if all(have):
-            return
-        lo = have.index(False) * bs
-        hi = min(len(buf), (len(have) - have[::-1].index(False)) * bs)
-        await self._fetch_into(start + lo, buf[lo:hi])
-        await self.cache.put_blocks(self.key, self.etag, first + lo // bs, buf[lo:hi])
+        i = 0
+        while i < len(have):
+            if have[i]:
+                i += 1
+                continue
+            run_end = next((j for j in range(i, len(have)) if have[j]), len(have))
+            piece = buf[i * bs : run_end * bs]
+            await self._fetch_into(start + i * bs, piece)
+            await self.cache.put_blocks(self.key, self.etag, first + i, piece)
+            i = run_end
 
     async def _fetch(self, start: int, end: int) -> bytes:
         with self._pinned():

@@ -1,0 +1,49 @@
+"""The reader with the data cache: what it asks S3 for when some blocks of a chunk are
+on disk and some are not (blocks of 1 MiB, chunks of 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from s3fsmpu.cache import BLOCK_SIZE, DiskDataCache
+from s3fsmpu.fs.data_cache import CacheAccess
+from s3fsmpu.fs.reader import CHUNK, Reader
+from s3fsmpu.store.base import Body, WriteMeta
+from s3fsmpu.store.memory import MemoryStore
+from tests.core.harness import PART, blob
+
+
+class RangeLog(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__(min_part_size=PART)
+        self.ranges: list[tuple[int, int]] = []
+
+    async def get_range(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        self.ranges.append((start, end))
+        return await super().get_range(key, start, end, etag)
+
+
+def test_a_chunk_fetches_only_its_missing_blocks_one_get_per_run(tmp_path: Path) -> None:
+    """Blocks 1-6 of a chunk are cached (random reads kept them), 0 and 7 are not: the
+    chunk costs two 1 MiB GETs, not one of 8 MiB, and afterwards all eight are cached."""
+    store = RangeLog()
+    data = blob(CHUNK, seed=4)
+    disk = DiskDataCache(str(tmp_path), 64 << 20, BLOCK_SIZE)
+
+    async def main() -> None:
+        await store.put("k", Body(len(data), data=data), WriteMeta())
+        etag = store.objects["k"].etag
+        for i in range(1, 7):
+            disk.put("k", etag, i, data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE])
+        reader = Reader(store, "k", len(data), etag, 4 * CHUNK, None, cache=CacheAccess(disk))
+        assert bytes(await reader.read(BLOCK_SIZE, 4096)) == data[BLOCK_SIZE:BLOCK_SIZE + 4096]
+        assert store.ranges == []  # a random read of a cached block
+        offset = BLOCK_SIZE + 4096
+        assert bytes(await reader.read(offset, 1 << 20)) == data[offset:offset + (1 << 20)]  # the chunk
+        assert store.ranges == [(0, BLOCK_SIZE), (7 * BLOCK_SIZE, CHUNK)]
+        reader.close()
+        assert all(disk.get("k", etag, i) == data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE] for i in range(8))
+
+    trio.run(main)
