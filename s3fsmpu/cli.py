@@ -125,11 +125,13 @@ def _spawn_background(config: MountConfig, argv: Sequence[str]) -> int:
 
 def _run_foreground(args: argparse.Namespace, config: MountConfig) -> int:
     from s3fsmpu.logs import setup_logging
-    from s3fsmpu.memory import return_big_buffers_to_the_os
+    from s3fsmpu.memory import leave_out_awscrt, return_big_buffers_to_the_os
 
     # before any thread: a worker thread started earlier (the bucket check's) keeps a malloc
     # arena of its own, which held 7 MiB more at the peak of a 1 GiB cp
     return_big_buffers_to_the_os()
+    if not config.computes_crcs:
+        leave_out_awscrt()
     setup_logging(args.log_level, args.log_file)
     ready_fd = args.ready_fd
 

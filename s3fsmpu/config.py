@@ -190,6 +190,13 @@ class MountConfig:
     cache_size: int = 0
 
     @property
+    def computes_crcs(self) -> bool:
+        """awscrt is needed: the crc integrity modes, a CRC --checksum-algorithm (parts'
+        CRCs are combined into the object's) and the data cache's block checks."""
+        crcs = ("CRC32", "CRC32C", "CRC64NVME")  # s3fsmpu.checksums.COMBINABLE, which imports nothing here
+        return not self.upload.content_md5 or self.upload.checksum_algorithm in crcs or self.cache_size > 0
+
+    @property
     def bucket_scope(self) -> str:
         """Names the bucket for local caches: one key with one ETag in two buckets differs."""
         return f"{self.connection.endpoint_url}|{self.location.bucket}"

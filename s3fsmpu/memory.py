@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import sys
 
 import trio
 
@@ -168,6 +169,18 @@ def return_big_buffers_to_the_os(threshold: int = 4 << 20) -> bool:
         ok = False
     log.debug("mmap threshold %d, one arena: %s", threshold, "set" if ok else "not set (no glibc)")
     return ok
+
+
+def leave_out_awscrt() -> None:
+    """Keep botocore from importing awscrt, for a mount that computes no CRC.
+
+    botocore imports awscrt whenever it is installed, and S3 with SigV4 uses
+    none of it; it costs an idle mount ~6 MiB of RSS (its library's pages and
+    what importing it allocates). Call before botocore is imported; a later
+    `import awscrt` fails, so only when `MountConfig.computes_crcs` is False.
+    """
+    if "awscrt" not in sys.modules:
+        sys.modules["awscrt"] = None  # type: ignore[assignment]  # import fails: botocore's HAS_CRT is False
 
 
 def trim_heap() -> bool:

@@ -13,13 +13,18 @@ import hashlib
 import struct
 from typing import BinaryIO, Protocol
 
-from awscrt.checksums import crc32c
-
 MAGIC = b"S3FC"
 VERSION = 2  # 2: blocks of 1 MiB (1: 8 MiB, the reader's chunk)
 # magic, version, key length, ETag length, block index, payload length, CRC32C of the payload
 _HEADER = struct.Struct("<4sBxHHQQI")
 DIGEST_SIZE = 16  # 8 bytes naming the key (its directory) + 8 naming the block
+
+
+def crc32c(data: bytes | memoryview) -> int:
+    # imported here: a mount without the data cache (or a CRC) never loads awscrt (s3fsmpu/memory.py)
+    from awscrt.checksums import crc32c as crc
+
+    return int(crc(data))
 
 
 class RawFile(Protocol):

@@ -160,3 +160,12 @@ def test_the_integrity_modes() -> None:
     with pytest.raises(UserError, match="--integrity crc64nvme sends CRC64NVME checksums; drop --checksum-algorithm SHA1"):
         _mount("--integrity", "crc64nvme", "--checksum-algorithm", "SHA1")
     assert to_argv("b", "/m", "integrity=crc64nvme") == ["mount", "b", "/m", "--integrity", "crc64nvme"]
+
+
+def test_only_crc_features_need_awscrt() -> None:
+    assert not _mount().computes_crcs  # MD5, no data cache: awscrt stays out (memory.leave_out_awscrt)
+    assert not _mount("--checksum-algorithm", "SHA256").computes_crcs
+    for args in (["--integrity", "crc64nvme"], ["--integrity", "crc32c"], ["--checksum-algorithm", "CRC32"],
+                 ["--checksum-algorithm", "CRC32C"], ["--cache-size", "1GiB"]):
+        assert _mount(*args).computes_crcs, args
+
