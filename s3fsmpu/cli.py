@@ -130,7 +130,7 @@ def _run_foreground(args: argparse.Namespace, config: MountConfig) -> int:
     # before any thread: a worker thread started earlier (the bucket check's) keeps a malloc
     # arena of its own, which held 7 MiB more at the peak of a 1 GiB cp
     return_big_buffers_to_the_os()
-    if not config.computes_crcs:
+    if not config.needs_awscrt:
         leave_out_awscrt()
     setup_logging(args.log_level, args.log_file)
     ready_fd = args.ready_fd

@@ -190,9 +190,11 @@ class MountConfig:
     cache_size: int = 0
 
     @property
-    def computes_crcs(self) -> bool:
-        """awscrt is needed: the crc integrity modes, a CRC --checksum-algorithm (parts'
-        CRCs are combined into the object's) and the data cache's block checks."""
+    def needs_awscrt(self) -> bool:
+        """The mount computes CRCs: the crc integrity modes, a CRC --checksum-algorithm
+        (parts' CRCs are combined into the object's) and the data cache's block checks.
+        (botocore also wants it for multi-region access point ARNs, which BUCKET[:PREFIX]
+        cannot name.)"""
         crcs = ("CRC32", "CRC32C", "CRC64NVME")  # s3fsmpu.checksums.COMBINABLE, which imports nothing here
         return not self.upload.content_md5 or self.upload.checksum_algorithm in crcs or self.cache_size > 0
 

@@ -177,7 +177,7 @@ def leave_out_awscrt() -> None:
     botocore imports awscrt whenever it is installed, and S3 with SigV4 uses
     none of it; it costs an idle mount ~6 MiB of RSS (its library's pages and
     what importing it allocates). Call before botocore is imported; a later
-    `import awscrt` fails, so only when `MountConfig.computes_crcs` is False.
+    `import awscrt` fails, so only when `MountConfig.needs_awscrt` is False.
     """
     if "awscrt" not in sys.modules:
         sys.modules["awscrt"] = None  # type: ignore[assignment]  # import fails: botocore's HAS_CRT is False

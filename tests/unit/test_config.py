@@ -163,9 +163,9 @@ def test_the_integrity_modes() -> None:
 
 
 def test_only_crc_features_need_awscrt() -> None:
-    assert not _mount().computes_crcs  # MD5, no data cache: awscrt stays out (memory.leave_out_awscrt)
-    assert not _mount("--checksum-algorithm", "SHA256").computes_crcs
+    assert not _mount().needs_awscrt  # MD5, no data cache: awscrt stays out (memory.leave_out_awscrt)
+    assert not _mount("--checksum-algorithm", "SHA256").needs_awscrt
     for args in (["--integrity", "crc64nvme"], ["--integrity", "crc32c"], ["--checksum-algorithm", "CRC32"],
                  ["--checksum-algorithm", "CRC32C"], ["--cache-size", "1GiB"]):
-        assert _mount(*args).computes_crcs, args
+        assert _mount(*args).needs_awscrt, args
 
