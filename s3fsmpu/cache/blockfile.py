@@ -39,6 +39,11 @@ class CorruptBlock(Exception):
     """A block file that is short, long, garbled or not the block asked for."""
 
 
+class OlderFormat(CorruptBlock):
+    """A block file an earlier version wrote (version 1 held 8 MiB blocks): not corrupt,
+    just not readable as this version's block; dropped quietly like a corrupt one."""
+
+
 def key_digest(key: str) -> bytes:
     """Names the directory of every block of every version of `key` (so forget is one rename)."""
     return hashlib.blake2b(key.encode(), digest_size=8, person=b"s3fsmpu-key").digest()
@@ -87,6 +92,8 @@ def _check_header(f: BinaryIO | RawFile, key: str, etag: str, index: int) -> tup
     if len(fixed) < _HEADER.size:
         raise CorruptBlock(f"short header ({len(fixed)} bytes)")
     magic, version, klen, elen, got_index, length, crc = _HEADER.unpack(fixed)
+    if magic == MAGIC and version < VERSION:
+        raise OlderFormat(f"block format {version}, not {VERSION}")
     if magic != MAGIC or version != VERSION:
         raise CorruptBlock("not a block file of this version")
     kb, eb = key.encode(), etag.encode()

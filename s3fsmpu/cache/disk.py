@@ -93,7 +93,8 @@ class DiskDataCache:
             self._drop(digest, None)
             return None
         except (CorruptBlock, OSError) as exc:
-            log.warning("data cache: dropped block %d of %r (ETag %s): %s", index, key, etag, exc)
+            level = logging.DEBUG if isinstance(exc, blockfile.OlderFormat) else logging.WARNING
+            log.log(level, "data cache: dropped block %d of %r (ETag %s): %s", index, key, etag, exc)
             self._drop(digest, inode)
             return None
         with contextlib.suppress(OSError):

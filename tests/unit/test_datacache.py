@@ -100,6 +100,24 @@ def test_a_short_or_long_file_is_dropped(tmp_path: Path, caplog: pytest.LogCaptu
     assert len(warnings(caplog)) == 1
 
 
+def test_a_block_of_the_older_format_is_dropped_without_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """After an upgrade the cache dir holds version-1 blocks (8 MiB each): each is dropped
+    when met, as a corrupt one is, but it is no news worth a WARNING per block."""
+    c = DiskDataCache(str(tmp_path), 10_000, BS)
+    c.put("k", "e", 0, payload("k", "e", 0))
+    (path,) = block_files(tmp_path)
+    raw = bytearray(path.read_bytes())
+    raw[4] = blockfile.VERSION - 1
+    path.write_bytes(raw)
+    buf = bytearray(len(payload("k", "e", 0)))
+    assert not c.get_into("k", "e", 0, memoryview(buf))
+    assert not path.exists() and c.usage() == 0
+    assert warnings(caplog) == []
+    c.put("k", "e", 0, payload("k", "e", 0))
+    assert c.get_into("k", "e", 0, memoryview(buf)) and buf == payload("k", "e", 0)
+
+
 def test_eviction_keeps_within_the_size_and_drops_the_least_recently_used(tmp_path: Path) -> None:
     one = size_of("a", "e", 0, payload("a", "e", 0))
     c = DiskDataCache(str(tmp_path), 3 * one, BS)
