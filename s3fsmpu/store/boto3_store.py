@@ -22,6 +22,7 @@ to defaults that changed between versions:
 from __future__ import annotations
 
 import functools
+import http.client
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -438,15 +439,47 @@ class Boto3Store:
 
 def read_body_into(body: Any, buf: memoryview) -> int:
     """Fill `buf` from a GetObject body; returns the bytes the body held (more than
-    len(buf) when it was longer). botocore checks the Content-Length when the body ends."""
+    len(buf) when it was longer)."""
     if type(body) is not StreamingBody:  # a checksum-validating body checks in read() only
         data = body.read()
         buf[: min(len(data), len(buf))] = data[: len(buf)]
         return len(data)
+    raw = body._raw_stream  # noqa: SLF001 - see _straight_from_the_socket
+    fp = _straight_from_the_socket(raw)
+    if fp is None:
+        return _read_in_pieces(body, buf)
+    got = 0
+    try:
+        while got < len(buf) and (n := fp.readinto(buf[got:])):
+            got += n
+        if got == len(buf):
+            got += fp.readinto(memoryview(bytearray(1)))  # 0: the body ended where it should
+        if fp.length:  # the connection closed before Content-Length bytes came
+            raise http.client.IncompleteRead(b"", fp.length)
+    except (OSError, http.client.HTTPException) as exc:  # what urllib3 would have wrapped
+        raise bexc.ResponseStreamingError(error=exc) from exc
+    if fp.isclosed():  # read to its end: the connection goes back to the pool
+        raw.release_conn()
+    return got
+
+
+def _straight_from_the_socket(raw: Any) -> http.client.HTTPResponse | None:
+    """The http.client response under urllib3's, when the body can be read from it as is
+    (no content encoding to undo): its readinto receives into the caller's buffer, where
+    urllib3's reads a new bytes object and copies it (1 GiB = a GiB of memmove, ~0.1 CPU s).
+    None where urllib3 is not what botocore uses, or has no such response to offer."""
+    fp = getattr(raw, "_fp", None)
+    if not isinstance(fp, http.client.HTTPResponse) or raw.headers.get("content-encoding", "identity") != "identity":
+        return None
+    return fp
+
+
+def _read_in_pieces(body: StreamingBody, buf: memoryview) -> int:
+    """botocore's public readinto; it checks the Content-Length when the body ends."""
     got = 0
     while got < len(buf):
         n = body.readinto(buf[got : got + BODY_PIECE])
         if not n:
             return got
         got += n
-    return got + int(body.readinto(memoryview(bytearray(1))))  # 0 at the end, and the length is checked
+    return got + int(body.readinto(memoryview(bytearray(1))))
