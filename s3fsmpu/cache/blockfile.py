@@ -80,8 +80,8 @@ def read_block_into(f: RawFile, key: str, etag: str, index: int, buf: memoryview
     got = 0
     while got < length and (n := f.readinto(buf[got:])):
         got += n
-    if f.read(1):
-        got += 1
+    if f.read(1):  # buf holds no more than length: a longer file is caught here
+        raise CorruptBlock(f"more bytes than the header's {length}")
     _check_payload(buf[:got], length, crc)
     return length
 

@@ -88,14 +88,20 @@ def test_a_flipped_byte_is_dropped_logged_and_never_returned(
     assert c.get("k", "e", 7) == data
 
 
+@pytest.mark.parametrize("into", [False, True])
 @pytest.mark.parametrize("keep", [0, 10, 40, -1, None])
-def test_a_short_or_long_file_is_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: int | None) -> None:
+def test_a_short_or_long_file_is_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: int | None,
+                                         into: bool) -> None:
+    """Through get (the whole block) and get_into (the reader's buffer) alike."""
     c = DiskDataCache(str(tmp_path), 10_000, BS)
     c.put("k", "e", 0, payload("k", "e", 0))
     (path,) = block_files(tmp_path)
     raw = path.read_bytes()
     path.write_bytes(raw + b"\0" if keep is None else raw[:keep])
-    assert c.get("k", "e", 0) is None
+    if into:
+        assert not c.get_into("k", "e", 0, memoryview(bytearray(BS)))
+    else:
+        assert c.get("k", "e", 0) is None
     assert not path.exists() and c.usage() == 0
     assert len(warnings(caplog)) == 1
 
