@@ -50,11 +50,6 @@ from s3fsmpu.store.base import (
 from s3fsmpu.store.boto3_client import chain_credentials, make_client, translate
 
 log = logging.getLogger(__name__)
-# a response body is read into a reused buffer in pieces this big: each piece is a
-# bytes object below the mmap threshold (s3fsmpu/memory.py), which the heap reuses.
-# 1 MiB pieces, three GETs at once, left the heap 6 MiB bigger: a 1 GiB cat peaked at
-# 97-99 MiB RSS, 91-92 with these, for the same CPU (within the runs' spread)
-BODY_PIECE = 256 << 10
 T = TypeVar("T")
 
 # the parameter name botocore uses for each flexible checksum algorithm
@@ -440,14 +435,11 @@ class Boto3Store:
 def read_body_into(body: Any, buf: memoryview) -> int:
     """Fill `buf` from a GetObject body; returns the bytes the body held (more than
     len(buf) when it was longer)."""
-    if type(body) is not StreamingBody:  # a checksum-validating body checks in read() only
+    fp = _straight_from_the_socket(body)
+    if fp is None:  # botocore reads it whole, checking what it checks (a checksum, the length)
         data = body.read()
         buf[: min(len(data), len(buf))] = data[: len(buf)]
         return len(data)
-    raw = body._raw_stream  # noqa: SLF001 - see _straight_from_the_socket
-    fp = _straight_from_the_socket(raw)
-    if fp is None:
-        return _read_in_pieces(body, buf)
     got = 0
     try:
         while got < len(buf) and (n := fp.readinto(buf[got:])):
@@ -459,27 +451,20 @@ def read_body_into(body: Any, buf: memoryview) -> int:
     except (OSError, http.client.HTTPException) as exc:  # what urllib3 would have wrapped
         raise bexc.ResponseStreamingError(error=exc) from exc
     if fp.isclosed():  # read to its end: the connection goes back to the pool
-        raw.release_conn()
+        body._raw_stream.release_conn()  # noqa: SLF001 - see _straight_from_the_socket
     return got
 
 
-def _straight_from_the_socket(raw: Any) -> http.client.HTTPResponse | None:
-    """The http.client response under urllib3's, when the body can be read from it as is
-    (no content encoding to undo): its readinto receives into the caller's buffer, where
-    urllib3's reads a new bytes object and copies it (1 GiB = a GiB of memmove, ~0.1 CPU s).
-    None where urllib3 is not what botocore uses, or has no such response to offer."""
+def _straight_from_the_socket(body: Any) -> http.client.HTTPResponse | None:
+    """The http.client response under botocore's plain body and urllib3's response, when
+    the body can be read from it as is (no checksum to compute, no content encoding to
+    undo): its readinto receives into the caller's buffer, where urllib3's reads a new
+    bytes object and copies it (1 GiB = a GiB of memmove, ~0.1 CPU s). None otherwise,
+    or where urllib3 has no such response to offer."""
+    if type(body) is not StreamingBody:  # a checksum-validating body checks in read() only
+        return None
+    raw = body._raw_stream  # noqa: SLF001
     fp = getattr(raw, "_fp", None)
     if not isinstance(fp, http.client.HTTPResponse) or raw.headers.get("content-encoding", "identity") != "identity":
         return None
     return fp
-
-
-def _read_in_pieces(body: StreamingBody, buf: memoryview) -> int:
-    """botocore's public readinto; it checks the Content-Length when the body ends."""
-    got = 0
-    while got < len(buf):
-        n = body.readinto(buf[got : got + BODY_PIECE])
-        if not n:
-            return got
-        got += n
-    return got + int(body.readinto(memoryview(bytearray(1))))
