@@ -45,5 +45,6 @@ def test_a_chunk_fetches_only_its_missing_blocks_one_get_per_run(tmp_path: Path)
         assert store.ranges == [(0, BLOCK_SIZE), (7 * BLOCK_SIZE, CHUNK)]
         reader.close()
         assert all(disk.get("k", etag, i) == data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE] for i in range(8))
+        assert store.objects["k"].data == data and store.objects["k"].etag == etag  # reads changed nothing
 
     trio.run(main)

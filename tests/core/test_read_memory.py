@@ -215,5 +215,6 @@ def test_a_read_across_two_chunks_keeps_its_first_piece_when_that_buffer_is_reus
             store.held[CHUNK].set()
             other.close()
         assert got["across"] == data[CHUNK - REQUEST:CHUNK + REQUEST]
+        assert store.objects["k"].data == data  # reads changed nothing in the bucket
 
     trio.run(main)

@@ -77,6 +77,7 @@ def test_a_corrupt_block_is_dropped_and_fetched_again(s3, bucket, mounter, proxy
     assert gets and all(r.bytes_out <= MIB + 4096 for r in gets), gets
     assert "crc32c mismatch" in m2.log.lower(), m2.log[-2000:]
     assert len(block_files(m2.cache_dir)) == 8
+    assert bucket_bytes(s3, bucket, "c") == data
 
 
 def test_random_reads_are_kept_in_blocks_around_them_and_cost_no_get_after_a_remount(s3, bucket, mounter, proxy):

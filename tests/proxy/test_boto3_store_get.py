@@ -12,6 +12,7 @@ import trio
 from s3fsmpu.config import ConnectionConfig
 from s3fsmpu.errors import S3Error
 from s3fsmpu.store.boto3_store import Boto3Store
+from tests.conftest import bucket_bytes
 
 MIB = 1 << 20
 
@@ -37,6 +38,7 @@ def test_a_body_cut_short_is_a_connection_error_and_the_next_get_is_whole(reset,
         assert buf == data
 
     trio.run(main)
+    assert bucket_bytes(s3, bucket, "k") == data  # the cut GET changed nothing in the bucket
 
 
 def test_many_gets_into_buffers_read_the_right_bytes_over_reused_connections(s3, proxy, bucket):
@@ -57,3 +59,4 @@ def test_many_gets_into_buffers_read_the_right_bytes_over_reused_connections(s3,
 
     trio.run(main)
     assert proxy.count("GetObject") == len(ranges) + 1
+    assert bucket_bytes(s3, bucket, "k") == data
