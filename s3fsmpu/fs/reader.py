@@ -224,7 +224,11 @@ class Reader:
             run_end = next((j for j in range(i, len(have)) if have[j]), len(have))
             piece = buf[i * bs : run_end * bs]
             await self._fetch_into(start + i * bs, piece)
-            await self.cache.put_blocks(self.key, self.etag, first + i, piece)
+            # kept even when the chunk was dropped meanwhile: its GET ran to the end (a
+            # worker thread is never abandoned), and a random read's neighbour that the
+            # next seek drops is what a later read after a remount asks for
+            with trio.CancelScope(shield=True):
+                await self.cache.put_blocks(self.key, self.etag, first + i, piece)
             i = run_end
 
     async def _fetch(self, start: int, end: int) -> bytes:
