@@ -152,7 +152,7 @@ def _run_foreground(args: argparse.Namespace, config: MountConfig) -> int:
             os.environ.update(CREDENTIALS)
             local_proc, url = start_moto()
             conn = ConnectionConfig(endpoint_url=url, region="us-east-1", addressing_style="path",
-                                    max_connections=conn.max_connections)
+                                    max_connections=conn.max_connections, data_dir=conn.data_dir)
             config = dataclasses.replace(config, connection=conn)
         from s3fsmpu.store.boto3_store import Boto3Store
 

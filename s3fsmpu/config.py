@@ -114,6 +114,8 @@ class ConnectionConfig:
     read_timeout: float = 60.0
     # boto3 worker threads; also the connection pool size
     max_connections: int = 16
+    # where botocore's data, cut to what a mount uses, is kept for the next start (None: not kept)
+    data_dir: str | None = None
 
 
 # what verifies the bytes of a write (README, "What each integrity mode verifies")

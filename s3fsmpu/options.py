@@ -174,6 +174,7 @@ def connection_config(args: argparse.Namespace) -> ConnectionConfig:
         connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout,
         max_connections=max(16, getattr(args, "upload_concurrency", 8) + 8),
+        data_dir=os.path.join(os.path.abspath(getattr(args, "cache_dir", None) or default_cache_dir()), "botocore"),
     )
 
 

@@ -11,7 +11,6 @@ botocore or transport error into an S3Error carrying the S3 code.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
@@ -23,6 +22,7 @@ from botocore.credentials import CredentialProvider, CredentialResolver, Credent
 
 from s3fsmpu.config import ConnectionConfig
 from s3fsmpu.errors import NoSuchKey, S3Error
+from s3fsmpu.store import slim_botocore
 from s3fsmpu.store.credential_reload import CredentialReloader
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def make_client(conn: ConnectionConfig, credentials: CredentialReloader[Credenti
         botocore_session.register_component(
             "credential_provider", CredentialResolver([_FixedProvider(_CurrentCredentials(credentials))])
         )
-    slim_down(botocore_session)
+    slim_botocore.install(botocore_session, conn.data_dir)
     config = Config(
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=conn.connect_timeout,
@@ -114,54 +114,6 @@ def make_client(conn: ConnectionConfig, credentials: CredentialReloader[Credenti
         client.meta.events.register(f"before-parse.s3.{operation}", _strip_keepalive_whitespace)
     raise_send_blocksize(client)
     return client
-
-
-# endpoints.json entries a mount may use: S3's, and those of the credential providers
-ENDPOINT_SERVICES = frozenset({"s3", "sts", "sso", "sso-oidc", "iam"})
-
-
-def slim_down(session: botocore.session.Session) -> bool:
-    """Load ~7 MB less of botocore's data for the one client a mount makes.
-
-    A botocore session reads endpoints.json, every AWS service's endpoints, as
-    ~7 MB of Python dicts, and S3's service model with every shape's
-    documentation (1.3 MB of it). The mount's endpoint resolver gets S3's and the
-    credential services' entries only, and the model's documentation is emptied
-    (read for help texts, never to make a request). Both use botocore internals:
-    where those change, botocore's own data is used, and False says so.
-    """
-    loader = session.get_component("data_loader")
-    try:
-        from botocore.regions import EndpointResolver
-
-        path = next(p for d in loader.search_paths
-                    if loader.file_loader.exists(p := os.path.join(d, "endpoints")))
-        if not loader.is_builtin_path(path):
-            return False  # endpoints of the user's own (AWS_DATA_PATH): used as they are
-        endpoints = loader.file_loader.load_file(path)
-        for partition in endpoints.get("partitions", []):
-            services = partition.get("services", {})
-            partition["services"] = {k: v for k, v in services.items() if k in ENDPOINT_SERVICES}
-        session._register_internal_component(  # botocore internal: see the docstring
-            "endpoint_resolver", EndpointResolver(endpoints, uses_builtin_data=True))
-        model = loader.load_service_model("s3", "service-2")  # cached: the client gets this one
-    except (AttributeError, TypeError, StopIteration, OSError, ValueError) as exc:
-        log.debug("botocore's data is used whole: %r", exc)
-        return False
-    _empty_documentation(model)
-    return True
-
-
-def _empty_documentation(node: Any) -> None:
-    if isinstance(node, dict):
-        for key in ("documentation", "documentationUrl"):
-            if key in node:
-                node[key] = ""  # botocore reads some of them: emptied, not removed
-        for value in node.values():
-            _empty_documentation(value)
-    elif isinstance(node, list):
-        for value in node:
-            _empty_documentation(value)
 
 
 SEND_BLOCKSIZE = 1 << 20

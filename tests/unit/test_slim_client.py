@@ -1,14 +1,21 @@
-"""The mount's botocore session loads less (boto3_client.slim_down) and resolves and signs
-exactly as a whole one does (issue 16: idle RSS)."""
+"""The mount's botocore session loads botocore's data cut to what a mount uses
+(store/slim_botocore.py), from a kept copy after the first time, and resolves, signs and
+builds requests exactly as a whole one does (issue 16: idle RSS)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
+from typing import Any
 
 import botocore.session
 import pytest
 
-from s3fsmpu.store.boto3_client import ENDPOINT_SERVICES, slim_down
+import s3fsmpu
+from s3fsmpu.store import slim_botocore
+from s3fsmpu.store.slim_botocore import ENDPOINT_SERVICES, OPERATIONS, install
 
 CASES = [("s3", "us-east-1"), ("s3", "us-west-2"), ("s3", "cn-north-1"), ("s3", "us-gov-west-1"),
          ("s3", "eu-central-1"), ("sts", "us-east-1"), ("sts", "eu-west-1"), ("sso", "us-east-1")]
@@ -25,26 +32,96 @@ def resolved(session: botocore.session.Session) -> list[str]:
     return out
 
 
-def test_a_slim_session_resolves_like_a_whole_one() -> None:
+def slim_session(keep_dir: str | None) -> botocore.session.Session:
+    session = botocore.session.Session()
+    assert install(session, keep_dir)  # False: botocore's internals changed; the mount uses its data whole
+    return session
+
+
+def loaded(session: botocore.session.Session) -> tuple[Any, Any]:
+    loader = session.get_component("data_loader")
+    return loader.load_data("endpoints"), loader.load_service_model("s3", "service-2")
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["cut-now", "kept-cut"])
+def test_a_slim_session_resolves_like_a_whole_one(tmp_path: Path, kept: bool) -> None:
     whole = resolved(botocore.session.Session())
-    slim = botocore.session.Session()
-    assert slim_down(slim)  # False: botocore's internals changed, and the mount uses its data whole
-    assert resolved(slim) == whole
+    if kept:
+        loaded(slim_session(str(tmp_path)))  # writes the cut
+    assert resolved(slim_session(str(tmp_path))) == whole
 
 
-def test_what_a_slim_session_keeps() -> None:
-    session = botocore.session.Session()
-    assert slim_down(session)
-    resolver = session._get_internal_component("endpoint_resolver")
-    kept = {name for p in resolver._endpoint_data["partitions"] for name in p["services"]}
-    assert kept and kept <= ENDPOINT_SERVICES
-    model = session.get_component("data_loader").load_service_model("s3", "service-2")
+def test_what_a_slim_session_keeps(tmp_path: Path) -> None:
+    endpoints, model = loaded(slim_session(str(tmp_path)))
+    kept = {name for p in endpoints["partitions"] for name in p["services"]}
+    assert {"s3", "sts"} <= kept <= ENDPOINT_SERVICES
     assert model["operations"]["PutObject"]["documentation"] == ""
+    assert set(model["operations"]) == OPERATIONS
+    assert "SelectObjectContentRequest" not in model["shapes"]  # an operation the mount never sends
+    assert len(list(tmp_path.iterdir())) == 2
 
 
-@pytest.mark.parametrize("operation", ["PutObject", "CompleteMultipartUpload", "ListObjectsV2"])
+def test_the_next_session_reads_the_kept_cut_and_a_changed_source_is_cut_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = loaded(slim_session(str(tmp_path)))
+    parsed: list[str] = []
+    whole_load = botocore.loaders.JSONFileLoader.load_file
+
+    def counting(self: Any, file_path: str) -> Any:
+        parsed.append(os.path.basename(file_path))
+        return whole_load(self, file_path)
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counting)
+    again = loaded(slim_session(str(tmp_path)))
+    assert json.dumps(again) == json.dumps(first)
+    assert "endpoints" not in parsed and "service-2" not in parsed  # neither parsed whole
+    # another botocore (or the same file changed): the kept cut is not that file's
+    monkeypatch.setattr(botocore, "__version__", botocore.__version__ + ".next")
+    loaded(slim_session(str(tmp_path)))
+    assert "endpoints" in parsed and "service-2" in parsed
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_a_damaged_kept_cut_is_not_used(tmp_path: Path) -> None:
+    first = loaded(slim_session(str(tmp_path)))
+    for f in tmp_path.iterdir():
+        f.write_text(f.read_text()[:1000])
+    assert json.dumps(loaded(slim_session(str(tmp_path)))) == json.dumps(first)
+
+
+def test_with_nowhere_to_keep_it_the_cut_is_made_each_time(tmp_path: Path) -> None:
+    unwritable = tmp_path / "file"
+    unwritable.write_text("")
+    endpoints, model = loaded(slim_session(str(unwritable / "botocore")))
+    assert set(model["operations"]) == OPERATIONS
+    endpoints, model = loaded(slim_session(None))
+    assert set(model["operations"]) == OPERATIONS
+
+
+def test_the_mount_sends_only_operations_the_slim_model_keeps() -> None:
+    """Every operation the store names in `_call` and every client method the package calls
+    is kept: one left out would be an AttributeError on the first such request."""
+    package = Path(s3fsmpu.__file__).parent
+    named = set(re.findall(r'_call\(\s*"(\w+)"', (package / "store" / "boto3_store.py").read_text()))
+    methods = {m for f in package.rglob("*.py") for m in re.findall(r"client\.([a-z]+(?:_[a-z0-9]+)+)\b", f.read_text())}
+    client = slim_session(None).create_client("s3", region_name="us-east-1", aws_access_key_id="a",
+                                              aws_secret_access_key="b")
+    assert len(named) >= 14 and named <= OPERATIONS
+    assert len(methods) >= 15
+    for method in methods:
+        assert hasattr(client, method), method
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
 def test_a_slim_session_still_builds_requests(operation: str) -> None:
-    session = botocore.session.Session()
-    slim_down(session)
-    client = session.create_client("s3", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    client = slim_session(None).create_client("s3", region_name="us-east-1", aws_access_key_id="a",
+                                              aws_secret_access_key="b")
     assert client.meta.service_model.operation_model(operation).input_shape is not None
+
+
+def test_the_cut_is_checked_by_the_file_loader_of_this_botocore() -> None:
+    """install() leans on the loader's `file_loader` and BUILTIN_DATA_PATH."""
+    session = slim_session(None)
+    loader = session.get_component("data_loader")
+    assert isinstance(loader.file_loader, slim_botocore.SlimFiles)
+    assert os.path.isfile(os.path.join(loader.BUILTIN_DATA_PATH, "endpoints.json"))
