@@ -82,6 +82,22 @@ def test_the_next_session_reads_the_kept_cut_and_a_changed_source_is_cut_again(
     assert len(list(tmp_path.iterdir())) == 4
 
 
+def test_the_first_session_has_a_child_parse_the_whole_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole parse's peak stays in the allocator's arenas for good: it is the child's."""
+    parsed: list[str] = []
+    whole_load = botocore.loaders.JSONFileLoader.load_file
+
+    def counting(self: Any, file_path: str) -> Any:
+        parsed.append(os.path.basename(file_path))
+        return whole_load(self, file_path)
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counting)
+    endpoints, model = loaded(slim_session(str(tmp_path)))
+    assert set(model["operations"]) == OPERATIONS and endpoints["partitions"]
+    assert "endpoints" not in parsed and "service-2" not in parsed
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 def test_a_damaged_kept_cut_is_not_used(tmp_path: Path) -> None:
     first = loaded(slim_session(str(tmp_path)))
     for f in tmp_path.iterdir():
