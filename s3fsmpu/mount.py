@@ -24,7 +24,13 @@ from s3fsmpu.fs.core import S3Filesystem
 from s3fsmpu.fs.data_cache import CacheAccess
 from s3fsmpu.fuse_ops import FuseOperations
 from s3fsmpu.kernel_readahead import tune_read_ahead
-from s3fsmpu.memory import MemoryBudget, memory_snapshot, return_big_buffers_to_the_os, trim_heap
+from s3fsmpu.memory import (
+    MemoryBudget,
+    memory_snapshot,
+    return_big_buffers_to_the_os,
+    trim_heap,
+    trim_while_idle,
+)
 from s3fsmpu.metrics import InstrumentedStore, Metrics, serve_metrics
 from s3fsmpu.runtime import socket_path
 from s3fsmpu.store.base import ObjectStore
@@ -90,6 +96,7 @@ async def serve(config: MountConfig, store: ObjectStore, ready: Callable[[], Non
         try:
             nursery.start_soon(_terminate_on_signal)
             nursery.start_soon(fs.pending_metadata_loop)
+            nursery.start_soon(trim_while_idle, budget)
             nursery.start_soon(announce_when_tuned, config, ready)
             # the imports and boto3's service model are ~80,000 objects that live
             # as long as the mount: spare each full collection (~45 ms) walking them

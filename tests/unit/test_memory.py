@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from s3fsmpu.memory import MemoryBudget, memory_snapshot
+from s3fsmpu.memory import MemoryBudget, memory_snapshot, trim_while_idle
 
 MIB = 1 << 20
 
@@ -84,3 +84,29 @@ def test_readers_that_never_give_back_do_not_starve_writers() -> None:
         assert b.peak == 8 * MIB
 
     trio.run(main)
+
+
+def test_the_heap_is_trimmed_once_each_time_the_mount_comes_to_rest() -> None:
+    """The heap's free top is kept while parts come and go (TRIM_THRESHOLD) and handed
+    back when nothing is held any more: once per rest, not every period."""
+    trims: list[float] = []
+
+    async def main() -> None:
+        budget = MemoryBudget(100)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trim_while_idle, budget, 1.0, lambda: trims.append(trio.current_time()) or True)
+            await trio.sleep(3.5)
+            assert trims == []  # nothing was ever held
+            n = await budget.acquire(10)
+            await trio.sleep(2)
+            assert trims == []  # still held
+            budget.release(n)
+            await trio.sleep(3)
+            assert len(trims) == 1  # at the first look after the release, and not again
+            assert budget.try_acquire(5)
+            budget.release_read(5)
+            await trio.sleep(1.5)
+            assert len(trims) == 2
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
