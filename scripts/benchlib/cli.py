@@ -27,7 +27,9 @@ DOC = """Benchmark s3fsmpu against its ceilings and its peers, in one run, as ro
 Measures
   server ceiling  boto3 multipart upload of the SIZE file (same part size and
                   concurrency as the mount, same client settings as s3fsmpu) and
-                  a ranged parallel GET of it
+                  a ranged parallel GET of it, each with the CPU seconds boto3
+                  spent (the bench process's: the same work without FUSE and
+                  spool, a yardstick for the mount's CPU on a noisy machine)
                   and the rsync floor: boto3 doing, one file after the other as
                   rsync does, the requests any mount needs for the rsync tree
                   (a marker PUT per directory; per file PUT of the temp name
