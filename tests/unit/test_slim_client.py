@@ -43,6 +43,19 @@ def loaded(session: botocore.session.Session) -> tuple[Any, Any]:
     return loader.load_data("endpoints"), loader.load_service_model("s3", "service-2")
 
 
+def count_whole_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files botocore's own loader parses in this process from now on."""
+    parsed: list[str] = []
+    whole_load = botocore.loaders.JSONFileLoader.load_file
+
+    def counting(self: Any, file_path: str) -> Any:
+        parsed.append(os.path.basename(file_path))
+        return whole_load(self, file_path)
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counting)
+    return parsed
+
+
 @pytest.mark.parametrize("kept", [False, True], ids=["cut-now", "kept-cut"])
 def test_a_slim_session_resolves_like_a_whole_one(tmp_path: Path, kept: bool) -> None:
     whole = resolved(botocore.session.Session())
@@ -64,14 +77,7 @@ def test_what_a_slim_session_keeps(tmp_path: Path) -> None:
 def test_the_next_session_reads_the_kept_cut_and_a_changed_source_is_cut_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = loaded(slim_session(str(tmp_path)))
-    parsed: list[str] = []
-    whole_load = botocore.loaders.JSONFileLoader.load_file
-
-    def counting(self: Any, file_path: str) -> Any:
-        parsed.append(os.path.basename(file_path))
-        return whole_load(self, file_path)
-
-    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counting)
+    parsed = count_whole_parses(monkeypatch)
     again = loaded(slim_session(str(tmp_path)))
     assert json.dumps(again) == json.dumps(first)
     assert "endpoints" not in parsed and "service-2" not in parsed  # neither parsed whole
@@ -84,14 +90,7 @@ def test_the_next_session_reads_the_kept_cut_and_a_changed_source_is_cut_again(
 
 def test_the_first_session_has_a_child_parse_the_whole_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole parse's peak stays in the allocator's arenas for good: it is the child's."""
-    parsed: list[str] = []
-    whole_load = botocore.loaders.JSONFileLoader.load_file
-
-    def counting(self: Any, file_path: str) -> Any:
-        parsed.append(os.path.basename(file_path))
-        return whole_load(self, file_path)
-
-    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counting)
+    parsed = count_whole_parses(monkeypatch)
     endpoints, model = loaded(slim_session(str(tmp_path)))
     assert set(model["operations"]) == OPERATIONS and endpoints["partitions"]
     assert "endpoints" not in parsed and "service-2" not in parsed
