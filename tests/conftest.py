@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,8 +107,18 @@ class Mount:
         assert not os.path.ismount(self.path)
 
 
+# botocore's data cut to what a mount uses (s3fsmpu/store/slim_botocore.py) is kept per cache
+# dir, and made by a child process (~1 s) where none is kept: the tests' mounts, each on a
+# cache dir of its own, share one (cuts are keyed by botocore's version and files)
+SHARED_BOTOCORE_CUT = Path(tempfile.gettempdir()) / f"s3fsmpu-tests-botocore-{os.getuid()}"
+
+
 def run_mount(location: str, mountpoint: Path, endpoint: str, cache_dir: Path, *extra: str,
               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    if not (cache_dir / "botocore").exists():
+        SHARED_BOTOCORE_CUT.mkdir(mode=0o700, exist_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / "botocore").symlink_to(SHARED_BOTOCORE_CUT)
     return subprocess.run(
         [S3FSMPU, "mount", location, str(mountpoint), "--endpoint-url", endpoint,
          "--region", "us-east-1", "--addressing-style", "path", "--cache-dir", str(cache_dir),
