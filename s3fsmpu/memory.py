@@ -60,7 +60,7 @@ class MemoryBudget:
         # the share readers can never hold: a part is counted as at most that, so it
         # always fits once the other parts are done, whatever the readers hold
         self.part_max = self.total - self.read_limit or self.total
-        self.touched = False  # held anything since trim_while_idle last looked
+        self.touched = False  # took or gave back anything since trim_while_idle last looked
         self._changed = trio.Event()
 
     @property
@@ -86,6 +86,7 @@ class MemoryBudget:
 
     def release(self, n: int) -> None:
         self.used -= n
+        self.touched = True
         self._wake()
 
     def try_acquire(self, n: int) -> bool:
@@ -211,11 +212,15 @@ def trim_heap() -> bool:
 async def trim_while_idle(budget: MemoryBudget, period: float = 5.0, trim: Callable[[], bool] = trim_heap) -> None:
     """Hand the heap's free top back once the mount rests: it is kept while parts and
     chunks come and go (TRIM_THRESHOLD), so an idle mount would otherwise hold what its
-    last `cp` freed."""
+    last `cp` freed. Resting is a whole period with nothing taken or given back, even if
+    something is still held (a reader left open keeps its chunks)."""
+    owed = False
     while True:
         await trio.sleep(period)
-        if budget.used == 0 and budget.touched:
-            budget.touched = False
+        if budget.touched:
+            budget.touched, owed = False, True
+        elif owed:
+            owed = False
             trim()
 
 

@@ -6,7 +6,9 @@ check results both through the mount and directly in the bucket via boto3.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,15 +111,15 @@ class Mount:
 
 # botocore's data cut to what a mount uses (s3fsmpu/store/slim_botocore.py) is kept per cache
 # dir, and made by a child process (~1 s) where none is kept: the tests' mounts, each on a
-# cache dir of its own, share one (cuts are keyed by botocore's version and files)
-SHARED_BOTOCORE_CUT = Path(tempfile.gettempdir()) / f"s3fsmpu-tests-botocore-{os.getuid()}"
+# cache dir of its own, share one, made for this run
+SHARED_BOTOCORE_CUT = Path(tempfile.mkdtemp(prefix="s3fsmpu-tests-botocore-"))
+atexit.register(shutil.rmtree, SHARED_BOTOCORE_CUT, True)
 
 
 def run_mount(location: str, mountpoint: Path, endpoint: str, cache_dir: Path, *extra: str,
               timeout: float = 60) -> subprocess.CompletedProcess[str]:
     if not (cache_dir / "botocore").exists():
-        SHARED_BOTOCORE_CUT.mkdir(mode=0o700, exist_ok=True)
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (cache_dir / "botocore").symlink_to(SHARED_BOTOCORE_CUT)
     return subprocess.run(
         [S3FSMPU, "mount", location, str(mountpoint), "--endpoint-url", endpoint,

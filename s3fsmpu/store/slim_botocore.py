@@ -35,20 +35,21 @@ import botocore.session
 
 log = logging.getLogger(__name__)
 
-# the S3 operations a mount sends (boto3_store, and cli's CreateBucket under --local): the
+# the S3 operations a mount sends (boto3_store, and cli's CreateBucket under --local), and
+# CreateSession, which botocore itself sends to sign for S3 Express directory buckets: the
 # model keeps these and the shapes they reach (tests/unit/test_slim_client.py checks that
-# the package calls no other)
+# the package calls no other, and that a directory bucket's request is signed)
 OPERATIONS = frozenset({
     "AbortMultipartUpload", "CompleteMultipartUpload", "CopyObject", "CreateBucket",
-    "CreateMultipartUpload", "DeleteObject", "GetObject", "HeadBucket", "HeadObject",
-    "ListMultipartUploads", "ListObjectsV2", "ListParts", "PutObject", "UploadPart",
-    "UploadPartCopy",
+    "CreateMultipartUpload", "CreateSession", "DeleteObject", "GetObject", "HeadBucket",
+    "HeadObject", "ListMultipartUploads", "ListObjectsV2", "ListParts", "PutObject",
+    "UploadPart", "UploadPartCopy",
 })
 
 # endpoints.json entries a mount may use: S3's, and those of the credential providers
 ENDPOINT_SERVICES = frozenset({"s3", "sts", "sso", "sso-oidc", "iam"})
 
-CUT_VERSION = 1  # raise when a cut changes, so no mount reads an older cut
+CHILD_TIMEOUT = 30.0  # well within the 60 s a background mount has to come up
 
 
 def cut_endpoints(data: dict[str, Any]) -> bool:
@@ -96,11 +97,34 @@ def _empty_documentation(node: Any) -> None:
             _empty_documentation(value)
 
 
-# botocore's data files a mount cuts, by their path under botocore/data (no extension)
-CUTS: dict[str, Callable[[dict[str, Any]], bool]] = {
-    "endpoints": cut_endpoints,
-    os.path.join("s3", "2006-03-01", "service-2"): cut_s3_model,
+def looks_like_cut_endpoints(data: dict[str, Any]) -> bool:
+    return isinstance(data.get("partitions"), list)
+
+
+def looks_like_cut_s3_model(data: dict[str, Any]) -> bool:
+    operations = data.get("operations")
+    return isinstance(operations, dict) and operations.keys() == OPERATIONS and isinstance(data.get("shapes"), dict)
+
+
+# botocore's data files a mount cuts, by their path under botocore/data (no extension):
+# how to cut one, and how to tell a kept cut is whole
+CUTS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], bool]]] = {
+    "endpoints": (cut_endpoints, looks_like_cut_endpoints),
+    os.path.join("s3", "2006-03-01", "service-2"): (cut_s3_model, looks_like_cut_s3_model),
 }
+
+
+
+def _code_hash() -> str:
+    """The cut is this module's work: a kept cut is used only by the same code."""
+    try:
+        with open(__file__, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+    except OSError:
+        return "unknown"
+
+
+_CODE = _code_hash()
 
 
 class SlimFiles:
@@ -118,34 +142,49 @@ class SlimFiles:
         return bool(self.inner.exists(file_path))
 
     def load_file(self, file_path: str) -> Any:
-        cut = CUTS.get(os.path.relpath(file_path, self.builtin_dir))
-        source = _source(file_path) if cut is not None else None
-        if cut is None or source is None:
+        how = CUTS.get(os.path.relpath(file_path, self.builtin_dir))
+        source = _source(file_path) if how is not None else None
+        if how is None or source is None:
             return self.inner.load_file(file_path)
+        cut, looks_cut = how
         kept = self._kept_path(file_path, source)
-        data = _read_cut(kept)
-        if data is None and kept is not None and self.keep_dir is not None and self.cut_in_child:
-            _cut_in_a_child(self.keep_dir)  # the whole parse's peak is then the child's
-            data = _read_cut(kept)
+        data = _read_cut(kept, looks_cut)
+        if data is None and kept is not None and self.cut_in_child and self._can_keep():
+            _cut_in_a_child(os.path.dirname(kept))  # the whole parse's peak is then the child's
+            data = _read_cut(kept, looks_cut)
         if data is not None:
             return data
         data = self.inner.load_file(file_path)
-        if isinstance(data, dict) and cut(data):
+        try:
+            done = isinstance(data, dict) and cut(data)
+        except (KeyError, TypeError, AttributeError) as exc:  # a layout this cut does not know
+            log.debug("botocore's %s is used whole: %r", file_path, exc)
+            return self.inner.load_file(file_path)  # afresh: the cut may have changed it halfway
+        if done:
             self._write_cut(kept, data)
         return data
 
     def _kept_path(self, file_path: str, source: os.stat_result) -> str | None:
         if self.keep_dir is None:
             return None
-        what = f"{botocore.__version__}|{file_path}|{source.st_size}|{source.st_mtime_ns}|{CUT_VERSION}|" \
-               f"{sorted(OPERATIONS)}|{sorted(ENDPOINT_SERVICES)}"
+        what = f"{botocore.__version__}|{file_path}|{source.st_size}|{source.st_mtime_ns}|{_CODE}"
         return os.path.join(self.keep_dir, hashlib.sha256(what.encode()).hexdigest()[:24] + ".json")
 
+    def _can_keep(self) -> bool:
+        """Make the keep dir (0700, and the cache dir above it if new) and say if it takes
+        files: no child is started for a cut that could not be kept."""
+        assert self.keep_dir is not None
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.keep_dir)), mode=0o700, exist_ok=True)
+            os.makedirs(self.keep_dir, mode=0o700, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.keep_dir, os.W_OK | os.X_OK)
+
     def _write_cut(self, path: str | None, data: dict[str, Any]) -> None:
-        if path is None:
+        if path is None or not self._can_keep():
             return
         try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
             try:
                 with os.fdopen(fd, "w") as f:
@@ -168,7 +207,7 @@ def _source(file_path: str) -> os.stat_result | None:
     return None
 
 
-def _read_cut(path: str | None) -> dict[str, Any] | None:
+def _read_cut(path: str | None, looks_cut: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
@@ -178,15 +217,20 @@ def _read_cut(path: str | None) -> dict[str, Any] | None:
         if not isinstance(exc, FileNotFoundError):
             log.debug("cut botocore data at %s not used: %s", path, exc)
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not looks_cut(data):
+        log.debug("cut botocore data at %s not used: not a whole cut", path)
+        return None
+    return data
 
 
 def _cut_in_a_child(keep_dir: str) -> None:
     """Have a child process parse botocore's data whole and keep the cut in `keep_dir`;
     if it fails, the caller cuts in process (and its RSS keeps that peak)."""
     try:
-        subprocess.run([sys.executable, "-m", __name__, keep_dir], check=True, timeout=120,
+        subprocess.run([sys.executable, "-m", __name__, keep_dir], check=True, timeout=CHILD_TIMEOUT,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except subprocess.CalledProcessError as exc:
+        log.debug("botocore's data not cut in a child: %s: %s", exc, exc.stderr.decode(errors="replace")[-2000:])
     except (OSError, subprocess.SubprocessError) as exc:
         log.debug("botocore's data not cut in a child: %s", exc)
 

@@ -97,11 +97,30 @@ def test_the_first_session_has_a_child_parse_the_whole_files(tmp_path: Path, mon
     assert len(list(tmp_path.iterdir())) == 2
 
 
-def test_a_damaged_kept_cut_is_not_used(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["cut short", "valid JSON, not a cut"])
+def test_a_damaged_kept_cut_is_not_used(tmp_path: Path, damage: str) -> None:
     first = loaded(slim_session(str(tmp_path)))
     for f in tmp_path.iterdir():
-        f.write_text(f.read_text()[:1000])
+        f.write_text(f.read_text()[:1000] if damage == "cut short" else '{"operations": {}, "partitions": 1}')
     assert json.dumps(loaded(slim_session(str(tmp_path)))) == json.dumps(first)
+
+
+def test_a_cut_that_fails_halfway_gives_botocore_its_whole_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A botocore whose data this cut does not know: the mount uses the data whole."""
+    def broken(data: dict[str, Any]) -> bool:
+        data["operations"].pop("PutObject")
+        raise KeyError("a shape this cut does not know")
+
+    monkeypatch.setitem(slim_botocore.CUTS, os.path.join("s3", "2006-03-01", "service-2"),
+                        (broken, slim_botocore.looks_like_cut_s3_model))
+    _, model = loaded(slim_session(None))
+    assert "PutObject" in model["operations"] and "SelectObjectContent" in model["operations"]
+
+
+def test_the_cache_dir_the_keep_dir_creates_is_private(tmp_path: Path) -> None:
+    loaded(slim_session(str(tmp_path / "cache" / "botocore")))
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "cache" / "botocore").stat().st_mode & 0o777 == 0o700
 
 
 def test_with_nowhere_to_keep_it_the_cut_is_made_each_time(tmp_path: Path) -> None:
@@ -125,6 +144,9 @@ def test_the_mount_sends_only_operations_the_slim_model_keeps() -> None:
     assert len(methods) >= 15
     for method in methods:
         assert hasattr(client, method), method
+    # botocore itself sends CreateSession to sign requests to S3 Express directory buckets:
+    # without it a mount of one failed at its first request (AttributeError)
+    assert hasattr(client, "create_session")
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
