@@ -174,8 +174,8 @@ def return_big_buffers_to_the_os(threshold: int = 4 << 20) -> bool:
     the top gave its pages back and the next one faulted them in again (12% of
     the mount's CPU in a 1 GiB `cp`, in page faults and page clearing).
     Interleaved A/B on radosgw: 8.0 -> 7.2 CPU s for that `cp` (a slow hour),
-    same peak RSS; what stays is handed back when the mount goes idle
-    (`trim_heap`).
+    same peak RSS; what stays is handed back when the mount rests
+    (`trim_while_idle`).
     """
     try:
         libc = _libc()
@@ -183,7 +183,8 @@ def return_big_buffers_to_the_os(threshold: int = 4 << 20) -> bool:
             and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(libc.mallopt(M_ARENA_MAX, 1))
     except (OSError, AttributeError):
         ok = False
-    log.debug("mmap threshold %d, one arena: %s", threshold, "set" if ok else "not set (no glibc)")
+    log.debug("mmap threshold %d, trim threshold %d, one arena: %s", threshold, TRIM_THRESHOLD,
+              "set" if ok else "not set (no glibc)")
     return ok
 
 

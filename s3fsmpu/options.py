@@ -174,8 +174,13 @@ def connection_config(args: argparse.Namespace) -> ConnectionConfig:
         connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout,
         max_connections=max(16, getattr(args, "upload_concurrency", 8) + 8),
-        data_dir=os.path.join(os.path.abspath(getattr(args, "cache_dir", None) or default_cache_dir()), "botocore"),
+        data_dir=os.path.join(cache_dir(args), "botocore"),
     )
+
+
+def cache_dir(args: argparse.Namespace) -> str:
+    """--cache-dir, or the default for commands that have none (uploads)."""
+    return os.path.abspath(getattr(args, "cache_dir", None) or default_cache_dir())
 
 
 def _read_sse_c_key(path: str) -> bytes:
@@ -243,7 +248,7 @@ def mount_config(args: argparse.Namespace) -> MountConfig:
         mountpoint=os.path.realpath(args.mountpoint),
         connection=connection_config(args),
         upload=upload,
-        cache_dir=os.path.abspath(args.cache_dir or default_cache_dir()),
+        cache_dir=cache_dir(args),
         read_only=args.read_only,
         allow_other=args.allow_other,
         uid=args.uid,

@@ -118,7 +118,7 @@ atexit.register(shutil.rmtree, SHARED_BOTOCORE_CUT, True)
 
 def run_mount(location: str, mountpoint: Path, endpoint: str, cache_dir: Path, *extra: str,
               timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    if not (cache_dir / "botocore").exists():
+    if not os.path.lexists(cache_dir / "botocore"):
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (cache_dir / "botocore").symlink_to(SHARED_BOTOCORE_CUT)
     return subprocess.run(

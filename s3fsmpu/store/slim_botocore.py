@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # the S3 operations a mount sends (boto3_store, and cli's CreateBucket under --local), and
 # CreateSession, which botocore itself sends to sign for S3 Express directory buckets: the
 # model keeps these and the shapes they reach (tests/unit/test_slim_client.py checks that
-# the package calls no other, and that a directory bucket's request is signed)
+# the package calls no other, and that the client has create_session)
 OPERATIONS = frozenset({
     "AbortMultipartUpload", "CompleteMultipartUpload", "CopyObject", "CreateBucket",
     "CreateMultipartUpload", "CreateSession", "DeleteObject", "GetObject", "HeadBucket",
@@ -112,7 +112,6 @@ CUTS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]
     "endpoints": (cut_endpoints, looks_like_cut_endpoints),
     os.path.join("s3", "2006-03-01", "service-2"): (cut_s3_model, looks_like_cut_s3_model),
 }
-
 
 
 def _code_hash() -> str:
