@@ -19,7 +19,6 @@ replaced whole (rename), so a reader sees an old block or a new one.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import shutil
@@ -70,36 +69,47 @@ class DiskDataCache:
     # ---- the interface --------------------------------------------------------
     def get(self, key: str, etag: str, index: int) -> bytes | None:
         """Block `index` of (key, etag), verified; None if absent or corrupt (then it is dropped)."""
-        return self._read(key, etag, index, lambda f: blockfile.read_block(f, key, etag, index))
+        return self._read(key, etag, index, lambda fd: blockfile.read_block(fd, key, etag, index))
 
     def get_into(self, key: str, etag: str, index: int, buf: memoryview) -> bool:
         """Fill `buf` with block `index` of (key, etag), verified and exactly len(buf) long;
-        False if absent or not so (a block that is not whole is dropped)."""
-        return self._read(key, etag, index, lambda f: blockfile.read_block_into(f, key, etag, index, buf)) is not None
+        False if absent or not so (a block that is not whole is dropped; `buf` may then
+        hold anything)."""
+        return self._read(key, etag, index, lambda fd: blockfile.read_block_into(fd, key, etag, index, buf)) is not None
 
-    def _read(self, key: str, etag: str, index: int, read: Callable[[io.FileIO], T]) -> T | None:
+    def _read(self, key: str, etag: str, index: int, read: Callable[[int], T]) -> T | None:
         digest = block_digest(key, etag, index)
         with self._lock:
             if digest not in self._lru:
                 return None
             self._lru.move_to_end(digest)
-        path = self._path(digest)
-        inode = ANY  # until the file is open: an unreadable file goes whatever it is
         try:
-            with open(path, "rb", buffering=0) as f:
-                inode = os.fstat(f.fileno()).st_ino
-                data = read(f)
+            fd = os.open(self._path(digest), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:  # removed behind our back: forget it quietly
             self._drop(digest, None)
             return None
-        except (CorruptBlock, OSError) as exc:
-            level = logging.DEBUG if isinstance(exc, blockfile.OlderFormat) else logging.WARNING
-            log.log(level, "data cache: dropped block %d of %r (ETag %s): %s", index, key, etag, exc)
-            self._drop(digest, inode)
+        except OSError as exc:
+            self._dropped(digest, ANY, key, etag, index, exc)
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # the LRU order a remount starts from
-        return data
+        try:
+            data = read(fd)
+            with contextlib.suppress(OSError):
+                os.utime(fd)  # the LRU order a remount starts from
+            return data
+        except (CorruptBlock, OSError) as exc:
+            try:
+                inode = os.fstat(fd).st_ino
+            except OSError:
+                inode = ANY
+            self._dropped(digest, inode, key, etag, index, exc)
+            return None
+        finally:
+            os.close(fd)
+
+    def _dropped(self, digest: bytes, inode: int, key: str, etag: str, index: int, exc: Exception) -> None:
+        level = logging.DEBUG if isinstance(exc, blockfile.OlderFormat) else logging.WARNING
+        log.log(level, "data cache: dropped block %d of %r (ETag %s): %s", index, key, etag, exc)
+        self._drop(digest, inode)
 
     def put(self, key: str, etag: str, index: int, data: bytes | memoryview) -> None:
         """Keep block `index` of (key, etag), evicting LRU blocks; disk trouble is logged, not raised."""
