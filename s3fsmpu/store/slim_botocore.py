@@ -9,7 +9,11 @@ the peak took (a mount's idle RSS was the same with or without the cut). So
 the cut is made by a child process, which writes it to a directory (the
 mount's cache dir), keyed by botocore's version, the source file and what is
 cut; the mount, and every later one, parses ~110 KB instead of 10 MB (idle
-RSS 3 MiB lower, start-up peak 5 MiB lower).
+RSS 3 MiB lower, start-up peak 5 MiB lower). A source the cut does not know
+(a botocore whose S3 model lacks an operation) is noted beside the cuts, so
+later mounts use it whole without starting a child each time. A start
+touches what it reads; writing a new cut (after a botocore upgrade) removes
+what no mount has touched for STALE_CUT.
 
 It leans on botocore internals (the loader's `file_loader`, the data files'
 names): where they change, botocore's own data is used whole, and `install`
@@ -26,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +55,7 @@ OPERATIONS = frozenset({
 ENDPOINT_SERVICES = frozenset({"s3", "sts", "sso", "sso-oidc", "iam"})
 
 CHILD_TIMEOUT = 30.0  # well within the 60 s a background mount has to come up
+STALE_CUT = 30 * 86400.0  # seconds unused after which a kept cut is removed
 
 
 def cut_endpoints(data: dict[str, Any]) -> bool:
@@ -148,19 +154,25 @@ class SlimFiles:
         cut, looks_cut = how
         kept = self._kept_path(file_path, source)
         data = _read_cut(kept, looks_cut)
-        if data is None and kept is not None and self.cut_in_child and self._can_keep():
+        if data is None and not _used(_whole_mark(kept)) and kept is not None and self.cut_in_child \
+                and self._can_keep():
             _cut_in_a_child(os.path.dirname(kept))  # the whole parse's peak is then the child's
             data = _read_cut(kept, looks_cut)
         if data is not None:
+            _used(kept)
             return data
+        if os.path.exists(_whole_mark(kept) or ""):  # a source this cut does not know: no
+            return self.inner.load_file(file_path)  # child and no cut at each start, just whole
         data = self.inner.load_file(file_path)
         try:
             done = isinstance(data, dict) and cut(data)
         except (KeyError, TypeError, AttributeError) as exc:  # a layout this cut does not know
             log.debug("botocore's %s is used whole: %r", file_path, exc)
+            self._keep(_whole_mark(kept), None)
             return self.inner.load_file(file_path)  # afresh: the cut may have changed it halfway
-        if done:
-            self._write_cut(kept, data)
+        if not done:
+            log.debug("botocore's %s is used whole: not a layout this cut knows", file_path)
+        self._keep(kept if done else _whole_mark(kept), data if done else None)
         return data
 
     def _kept_path(self, file_path: str, source: os.stat_result) -> str | None:
@@ -180,20 +192,56 @@ class SlimFiles:
             return False
         return os.access(self.keep_dir, os.W_OK | os.X_OK)
 
-    def _write_cut(self, path: str | None, data: dict[str, Any]) -> None:
+    def _keep(self, path: str | None, data: dict[str, Any] | None) -> None:
+        """Write a cut (or, for None, an empty mark: this source cannot be cut) to `path`,
+        and remove what no mount has used for STALE_CUT (botocore upgraded since)."""
         if path is None or not self._can_keep():
             return
         try:
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
             try:
                 with os.fdopen(fd, "w") as f:
-                    json.dump(data, f, separators=(",", ":"))
+                    if data is not None:
+                        json.dump(data, f, separators=(",", ":"))
                 os.replace(tmp, path)  # whole or not at all, for mounts starting at once
             except BaseException:
                 os.unlink(tmp)
                 raise
         except OSError as exc:
             log.debug("cut botocore data not kept at %s: %s", path, exc)
+        _remove_stale(os.path.dirname(path))
+
+
+def _whole_mark(kept: str | None) -> str | None:
+    """Where a mount notes that the source of the cut `kept` cannot be cut."""
+    return None if kept is None else os.path.splitext(kept)[0] + ".whole"
+
+
+def _used(path: str | None) -> bool:
+    """Whether `path` exists; its mtime then says it was used now (see _remove_stale)."""
+    if path is None:
+        return False
+    try:
+        os.utime(path)
+    except OSError:
+        return False
+    return True
+
+
+def _remove_stale(keep_dir: str) -> None:
+    """Remove the cuts, marks and leftovers that no mount has used for STALE_CUT: those of
+    an older botocore. (Not sooner: two installs of different versions may share the dir.)"""
+    cutoff = time.time() - STALE_CUT
+    try:
+        entries = list(os.scandir(keep_dir))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.name.endswith((".json", ".whole", ".tmp")) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+        except OSError:
+            continue
 
 
 def _source(file_path: str) -> os.stat_result | None:

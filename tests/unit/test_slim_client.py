@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,50 @@ def test_a_cut_that_fails_halfway_gives_botocore_its_whole_data(monkeypatch: pyt
                         (broken, slim_botocore.looks_like_cut_s3_model))
     _, model = loaded(slim_session(None))
     assert "PutObject" in model["operations"] and "SelectObjectContent" in model["operations"]
+
+
+def test_a_source_this_cut_does_not_know_is_noted_so_no_later_start_tries_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A botocore whose S3 model lacks an operation the cut keeps: the first start has the
+    child find that out once and note it; later starts use the model whole at once."""
+    children: list[str] = []
+
+    def child(keep_dir: str) -> None:  # the child, in process: it must see the patched OPERATIONS
+        children.append(keep_dir)
+        loaded(slim_session_in_process(keep_dir))
+
+    monkeypatch.setattr(slim_botocore, "_cut_in_a_child", child)
+    monkeypatch.setattr(slim_botocore, "OPERATIONS", OPERATIONS | {"AnOperationThisModelLacks"})
+    for _ in range(3):
+        endpoints, model = loaded(slim_session(str(tmp_path)))
+        assert "SelectObjectContent" in model["operations"]  # whole
+        assert {name for p in endpoints["partitions"] for name in p["services"]} <= ENDPOINT_SERVICES  # cut
+    assert children == [str(tmp_path)]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".whole"]
+
+
+def slim_session_in_process(keep_dir: str) -> botocore.session.Session:
+    session = botocore.session.Session()
+    assert install(session, keep_dir, cut_in_child=False)
+    return session
+
+
+def test_what_no_mount_used_for_a_month_goes_when_a_new_cut_is_kept(tmp_path: Path) -> None:
+    """Each botocore upgrade keeps new cuts; the old ones go once unused for STALE_CUT."""
+    month_ago = time.time() - slim_botocore.STALE_CUT - 86400
+    for name, when in [("old.json", month_ago), ("old.whole", month_ago), ("crashed.tmp", month_ago),
+                       ("recent.json", time.time() - 2 * 86400), ("notes.txt", month_ago)]:
+        (tmp_path / name).write_text("{}")
+        os.utime(tmp_path / name, (when, when))
+    loaded(slim_session(str(tmp_path)))
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left >= {"recent.json", "notes.txt"} and not left & {"old.json", "old.whole", "crashed.tmp"}
+    cuts = [p for p in tmp_path.iterdir() if p.name not in ("recent.json", "notes.txt")]
+    assert len(cuts) == 2
+    for p in cuts:  # a cut read by a start is one in use: its mtime says so
+        os.utime(p, (month_ago, month_ago))
+    loaded(slim_session(str(tmp_path)))
+    assert all(p.stat().st_mtime > time.time() - 600 for p in cuts)
 
 
 def test_the_cache_dir_the_keep_dir_creates_is_private(tmp_path: Path) -> None:
