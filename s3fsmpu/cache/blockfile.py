@@ -59,7 +59,8 @@ def read_block(fd: int, key: str, etag: str, index: int) -> bytes:
     """The payload of the block file open as `fd`, verified; raises CorruptBlock otherwise."""
     head = os.pread(fd, _header_size(key, etag), 0)
     length, crc = _check_header(head, key, etag, index)
-    data = os.pread(fd, length + 1, len(head))  # one more: a longer file is not whole either
+    # what the file holds, not what a garbled header says (2**60 bytes would be asked for)
+    data = os.pread(fd, max(0, os.fstat(fd).st_size - len(head)), len(head))
     _check_payload(data, length, crc)
     return data
 

@@ -12,13 +12,14 @@ the file's mtime, so the order survives remounts.
 Thread safety: every method may be called from any thread at once. One
 lock guards the index and every rename and unlink in the tree; block
 contents are written (to a temporary file) and read outside it, so a
-slow 8 MiB read does not hold up other threads. A file is only ever
+slow 1 MiB read does not hold up other threads. A file is only ever
 replaced whole (rename), so a reader sees an old block or a new one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -38,6 +39,8 @@ T = TypeVar("T")
 TMP = "tmp"
 STALE_TMP = 600.0  # seconds; a temporary file older than this is a crashed put's leftover
 ANY = -1  # no inode has this number
+# errors opening a block file that say nothing about the block (too many open files, no memory)
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 # distinct file sizes whose int objects the index shares: a full block's size
 # depends only on the key's and ETag's lengths, so a few hundred cover most
 MAX_SHARED_SIZES = 4096
@@ -89,6 +92,9 @@ class DiskDataCache:
             self._drop(digest, None)
             return None
         except OSError as exc:
+            if exc.errno in OUT_OF_RESOURCES:  # the block is fine: only this read misses
+                log.warning("data cache: block %d of %r not read: %s", index, key, exc)
+                return None
             self._dropped(digest, ANY, key, etag, index, exc)
             return None
         try:
@@ -104,7 +110,8 @@ class DiskDataCache:
             self._dropped(digest, inode, key, etag, index, exc)
             return None
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _dropped(self, digest: bytes, inode: int, key: str, etag: str, index: int, exc: Exception) -> None:
         level = logging.DEBUG if isinstance(exc, blockfile.OlderFormat) else logging.WARNING

@@ -130,6 +130,7 @@ def _code_hash() -> str:
 
 
 _CODE = _code_hash()
+_KEPT = ",".join(sorted(OPERATIONS | ENDPOINT_SERVICES))  # in the key even where _CODE is unknown
 
 
 class SlimFiles:
@@ -178,7 +179,7 @@ class SlimFiles:
     def _kept_path(self, file_path: str, source: os.stat_result) -> str | None:
         if self.keep_dir is None:
             return None
-        what = f"{botocore.__version__}|{file_path}|{source.st_size}|{source.st_mtime_ns}|{_CODE}"
+        what = f"{botocore.__version__}|{file_path}|{source.st_size}|{source.st_mtime_ns}|{_CODE}|{_KEPT}"
         return os.path.join(self.keep_dir, hashlib.sha256(what.encode()).hexdigest()[:24] + ".json")
 
     def _can_keep(self) -> bool:
@@ -223,8 +224,10 @@ def _used(path: str | None) -> bool:
         return False
     try:
         os.utime(path)
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError:  # there, but not ours to touch (another user's mount wrote it)
+        return os.path.lexists(path)
     return True
 
 

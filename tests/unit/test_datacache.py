@@ -4,6 +4,7 @@ floor, what a remount finds, forget, threads, and the index's memory per block."
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -76,7 +77,7 @@ def read_back(c: DiskDataCache, key: str, etag: str, index: int, into: bool) -> 
 
 
 @pytest.mark.parametrize("into", [False, True])
-@pytest.mark.parametrize("where", ["payload", "crc", "index", "key"])
+@pytest.mark.parametrize("where", ["payload", "crc", "index", "key", "length"])
 def test_a_flipped_byte_is_dropped_logged_and_never_returned(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str, into: bool) -> None:
     c = DiskDataCache(str(tmp_path), 10_000, BS)
@@ -84,7 +85,8 @@ def test_a_flipped_byte_is_dropped_logged_and_never_returned(
     c.put("k", "e", 7, data)
     (path,) = block_files(tmp_path)
     raw = bytearray(path.read_bytes())
-    offset = {"payload": len(raw) - 1, "crc": 26, "index": 10, "key": 30}[where]
+    # the length's top byte: a header asking for 2**56 bytes
+    offset = {"payload": len(raw) - 1, "crc": 26, "index": 10, "key": 30, "length": 25}[where]
     raw[offset] ^= 0x01
     path.write_bytes(raw)
     assert read_back(c, "k", "e", 7, into) is None
@@ -113,6 +115,23 @@ def test_a_short_or_long_file_is_dropped(tmp_path: Path, caplog: pytest.LogCaptu
         assert c.get("k", "e", 0) is None
     assert not path.exists() and c.usage() == 0
     assert len(warnings(caplog)) == 1
+
+
+def test_a_block_that_cannot_be_opened_for_want_of_file_descriptors_is_kept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EMFILE says nothing about the block: this read misses, the block stays."""
+    c = DiskDataCache(str(tmp_path), 10_000, BS)
+    c.put("k", "e", 0, payload("k", "e", 0))
+
+    def no_fds(*args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    with monkeypatch.context() as m:
+        m.setattr(disk.os, "open", no_fds)
+        assert read_back(c, "k", "e", 0, into=True) is None
+    assert len(warnings(caplog)) == 1
+    assert len(c) == 1 and block_files(tmp_path)
+    assert read_back(c, "k", "e", 0, into=True) == payload("k", "e", 0)
 
 
 def test_a_block_of_the_older_format_is_dropped_without_a_warning(
@@ -230,7 +249,9 @@ def test_a_failing_disk_skips_the_put_with_one_warning(
     assert c.get("k", "e", 0) == b"x" and c.get("k", "e", 1) is None
 
 
-def test_threads_keep_the_index_and_the_files_in_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("into", [False, True])
+def test_threads_keep_the_index_and_the_files_in_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      into: bool) -> None:
     c = DiskDataCache(str(tmp_path), 6 * (BS + 40), BS)  # 6 of the 12 blocks fit: evictions
     for name in ("replace", "rename", "unlink"):  # widen the windows between a file and its entry
         monkeypatch.setattr(disk.os, name, slowly(getattr(os, name)))
@@ -248,7 +269,7 @@ def test_threads_keep_the_index_and_the_files_in_step(tmp_path: Path, monkeypatc
                 if op < 0.45:
                     c.put(key, etag, index, payload(key, etag, index))
                 elif op < 0.85:
-                    got = c.get(key, etag, index)
+                    got = read_back(c, key, etag, index, into)
                     if got is not None and got != payload(key, etag, index):
                         wrong.append((key, etag, index))
                 else:

@@ -130,11 +130,21 @@ def test_a_source_this_cut_does_not_know_is_noted_so_no_later_start_tries_again(
 
     monkeypatch.setattr(slim_botocore, "_cut_in_a_child", child)
     monkeypatch.setattr(slim_botocore, "OPERATIONS", OPERATIONS | {"AnOperationThisModelLacks"})
+    s3_model = os.path.join("s3", "2006-03-01", "service-2")
+    cut, looks_cut = slim_botocore.CUTS[s3_model]
+    tries: list[int] = []
+
+    def counted(data: dict[str, Any]) -> bool:
+        tries.append(1)
+        return cut(data)
+
+    monkeypatch.setitem(slim_botocore.CUTS, s3_model, (counted, looks_cut))
     for _ in range(3):
         endpoints, model = loaded(slim_session(str(tmp_path)))
         assert "SelectObjectContent" in model["operations"]  # whole
         assert {name for p in endpoints["partitions"] for name in p["services"]} <= ENDPOINT_SERVICES  # cut
     assert children == [str(tmp_path)]
+    assert len(tries) == 1  # the child's: no start tried to cut it again
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".whole"]
 
 
