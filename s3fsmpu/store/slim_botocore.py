@@ -154,26 +154,28 @@ class SlimFiles:
             return self.inner.load_file(file_path)
         cut, looks_cut = how
         kept = self._kept_path(file_path, source)
+        mark = _whole_mark(kept)
         data = _read_cut(kept, looks_cut)
-        if data is None and not _used(_whole_mark(kept)) and kept is not None and self.cut_in_child \
-                and self._can_keep():
+        if data is None and not _used(mark) and kept is not None and self.cut_in_child and self._can_keep():
             _cut_in_a_child(os.path.dirname(kept))  # the whole parse's peak is then the child's
             data = _read_cut(kept, looks_cut)
         if data is not None:
             _used(kept)
             return data
-        if os.path.exists(_whole_mark(kept) or ""):  # a source this cut does not know: no
-            return self.inner.load_file(file_path)  # child and no cut at each start, just whole
+        if _used(mark):  # a source this cut does not know (noted before, or by the child just
+            return self.inner.load_file(file_path)  # now): used whole, no cut tried again
         data = self.inner.load_file(file_path)
         try:
             done = isinstance(data, dict) and cut(data)
         except (KeyError, TypeError, AttributeError) as exc:  # a layout this cut does not know
             log.debug("botocore's %s is used whole: %r", file_path, exc)
-            self._keep(_whole_mark(kept), None)
+            self._keep(mark, None)
             return self.inner.load_file(file_path)  # afresh: the cut may have changed it halfway
-        if not done:
+        if done:
+            self._keep(kept, data)
+        else:
             log.debug("botocore's %s is used whole: not a layout this cut knows", file_path)
-        self._keep(kept if done else _whole_mark(kept), data if done else None)
+            self._keep(mark, None)
         return data
 
     def _kept_path(self, file_path: str, source: os.stat_result) -> str | None:
